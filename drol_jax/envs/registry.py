@@ -1,0 +1,48 @@
+"""One registry of environment families: name resolution, suggestions, loading.
+
+Adding a family means adding it to ``FAMILIES``; nothing else in the code base branches on
+environment names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+from drol_jax.envs import d4rl, ogbench, toy
+from drol_jax.envs.base import DataOptions, EnvBundle, EnvFamily
+from drol_jax.errors import UnknownEnvError
+
+FAMILIES: tuple[EnvFamily, ...] = (toy.FAMILY, ogbench.FAMILY, d4rl.FAMILY)
+
+
+@dataclasses.dataclass(frozen=True)
+class ResolvedEnv:
+    """A user-typed name mapped to its family and canonical name."""
+
+    requested: str
+    name: str
+    family: EnvFamily
+
+
+def resolve(env_name: str) -> ResolvedEnv:
+    """Map a user-typed name to its family and canonical name, or raise ``UnknownEnvError``.
+
+    Cheap: imports no simulator and touches no file, so main.py can reject a typo at once.
+    """
+    for family in FAMILIES:
+        canonical = family.resolve(env_name)
+        if canonical is not None:
+            return ResolvedEnv(requested=env_name, name=canonical, family=family)
+    known = sorted({n for family in FAMILIES for n in family.known_names()})
+    close = difflib.get_close_matches(env_name, known, n=3, cutoff=0.5)
+    hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
+    families = ', '.join(
+        f'{f.name} ({", ".join(sorted(f.known_names())[:3])}, ...)' for f in FAMILIES
+    )
+    raise UnknownEnvError(f'Unknown environment {env_name!r}.{hint} Known families: {families}.')
+
+
+def load(resolved: ResolvedEnv, options: DataOptions) -> EnvBundle:
+    """Make the envs and load the data of a resolved name."""
+    return resolved.family.load(resolved.name, options)

@@ -1,0 +1,93 @@
+"""A train state over a dict of modules: one optimizer for all parameters, target EMA.
+
+Agents keep every network (actor, critic, target critic, ...) in one ``ModuleDict`` so that the
+whole agent is a single parameter tree updated by a single optimizer, and call a submodule
+with ``state.select('critic')(obs, actions, params=...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+Params = Any
+
+
+def nonpytree_field():
+    """A dataclass field that is static (not a leaf), e.g. an agent's config."""
+    return flax.struct.field(pytree_node=False)
+
+
+class ModuleDict(nn.Module):
+    """Several named modules under one parameter tree.
+
+    Initialisation (``name=None``) runs every module on its example inputs; afterwards
+    ``name`` picks the module to apply.
+    """
+
+    modules: dict[str, nn.Module]
+
+    @nn.compact
+    def __call__(self, *args, name: str | None = None, **kwargs):
+        """Run one named module, or (at init) every module on ``kwargs[name]`` inputs."""
+        if name is None:
+            return {key: module(*kwargs[key]) for key, module in self.modules.items()}
+        return self.modules[name](*args, **kwargs)
+
+
+class TrainState(flax.struct.PyTreeNode):
+    """Parameters, optimizer state and step of a ``ModuleDict``."""
+
+    step: jnp.ndarray
+    params: Params
+    opt_state: Any
+    apply_fn: Callable = nonpytree_field()
+    model_def: nn.Module = nonpytree_field()
+    tx: optax.GradientTransformation = nonpytree_field()
+
+    @classmethod
+    def create(cls, model_def: nn.Module, params: Params, tx: optax.GradientTransformation):
+        """Wrap freshly initialised parameters with an optimizer."""
+        return cls(
+            step=jnp.zeros((), jnp.int32),
+            apply_fn=model_def.apply,
+            model_def=model_def,
+            params=params,
+            tx=tx,
+            opt_state=tx.init(params),
+        )
+
+    def __call__(self, *args, params: Params = None, name: str | None = None, **kwargs):
+        """Apply the module dict with ``params`` (default: the current parameters)."""
+        params = self.params if params is None else params
+        return self.apply_fn({'params': params}, *args, name=name, **kwargs)
+
+    def select(self, name: str) -> Callable:
+        """The named submodule as a function ``f(*inputs, params=None)``."""
+        return functools.partial(self, name=name)
+
+    def apply_loss_fn(self, loss_fn: Callable[[Params], tuple[jnp.ndarray, dict]]):
+        """One optimizer step on ``loss_fn(params) -> (loss, info)``; adds the gradient norm."""
+        grads, info = jax.grad(loss_fn, has_aux=True)(self.params)
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        params = optax.apply_updates(self.params, updates)
+        info = {**info, 'grad/norm': optax.global_norm(grads)}
+        return self.replace(step=self.step + 1, params=params, opt_state=opt_state), info
+
+
+def target_update(state: TrainState, module_name: str, tau: float) -> TrainState:
+    """Polyak-average ``module_name`` into ``target_<module_name>``.
+
+    ``target <- tau * online + (1 - tau) * target``, every update.
+    """
+    online = state.params[f'modules_{module_name}']
+    target = state.params[f'modules_target_{module_name}']
+    averaged = jax.tree_util.tree_map(lambda o, t: tau * o + (1 - tau) * t, online, target)
+    return state.replace(params={**state.params, f'modules_target_{module_name}': averaged})
