@@ -15,7 +15,7 @@ from ml_collections import config_flags
 from drol_jax import train
 from drol_jax.agent_loading import load_agent_class
 from drol_jax.envs.base import DataOptions
-from drol_jax.errors import UserError
+from drol_jax.errors import AgentFileError, UserError
 
 FLAGS = flags.FLAGS
 defaults = train.RunConfig()
@@ -76,10 +76,24 @@ def run_config_from_flags() -> train.RunConfig:
     return train.RunConfig(data=data, **{f: getattr(FLAGS, f) for f in fields})
 
 
+def load_agent_config():
+    """The ``--agent`` file's ``get_config()`` with overrides, or a one-line ``AgentFileError``."""
+    path = FLAGS['agent'].config_filename
+    if not os.path.isfile(path):
+        raise AgentFileError(f'--agent file {path!r} does not exist.')
+    try:
+        config = FLAGS.agent
+        config.get('agent_name')  # ml_collections loads the file lazily, on first use.
+        return config
+    except (OSError, AttributeError) as e:
+        reason = str(e.__cause__ or e).strip().splitlines()[0]
+        raise AgentFileError(f'--agent file {path!r} has no usable get_config(): {reason}') from e
+
+
 def main(_):
     """Run training; print user errors as one line."""
     try:
-        agent_config = FLAGS.agent
+        agent_config = load_agent_config()
         agent_class = load_agent_class(
             FLAGS['agent'].config_filename, agent_config.get('agent_name')
         )
@@ -93,5 +107,17 @@ def main(_):
         sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parse flags; a bad flag or an unloadable --agent file is a one-line error (status 2)."""
+    try:
+        return FLAGS(argv)
+    except flags.Error as e:
+        message = str(e)
+    except Exception as e:  # noqa: BLE001 - ml_collections runs the --agent file while parsing.
+        message = f'--agent file could not be loaded: {type(e).__name__}: {e}'
+    print(f'error: {message.strip().splitlines()[0]}', file=sys.stderr)
+    sys.exit(2)
+
+
 if __name__ == '__main__':
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -101,8 +101,48 @@ def check_run_config(cfg: RunConfig) -> None:
 
 
 def stack_agents(agents: list) -> Any:
-    """Stack per-seed agent pytrees along a new leading seed axis."""
-    return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *agents)
+    """Stack per-seed agent pytrees along a new leading seed axis.
+
+    Agents built separately carry equal but distinct static parts (e.g. their optimizer
+    objects), so the leaves are stacked under the first agent's tree structure.
+    """
+    treedef = jax.tree_util.tree_structure(agents[0])
+    leaves = [jax.tree_util.tree_leaves(agent) for agent in agents]
+    return treedef.unflatten([jnp.stack(xs) for xs in zip(*leaves, strict=True)])
+
+
+def seed_mesh(num_seeds: int) -> jax.sharding.Mesh:
+    """A 1-D device mesh (axis 'seed') over up to ``num_seeds`` local devices.
+
+    On a host with 8 GPUs and 32 seeds each device trains 4 seeds; one seed uses one device.
+    """
+    devices = jax.local_devices()[:num_seeds]
+    return jax.sharding.Mesh(np.array(devices), ('seed',))
+
+
+def pad_seeds(tree, num_slots: int):
+    """Repeat the last seed until the leading axis has ``num_slots`` entries.
+
+    Lets 3 seeds shard over 2 devices (4 slots); the padding slot's results are discarded.
+    """
+
+    def pad(x):
+        extra = num_slots - x.shape[0]
+        return jnp.concatenate([x, jnp.repeat(x[-1:], extra, axis=0)]) if extra else x
+
+    return jax.tree_util.tree_map(pad, tree)
+
+
+def shard_over_seeds(tree, mesh: jax.sharding.Mesh):
+    """Split a seed-stacked pytree's leading axis over the mesh (the update block follows it)."""
+    spec = jax.sharding.PartitionSpec('seed')
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, spec))
+
+
+def replicate(tree, mesh: jax.sharding.Mesh):
+    """Put a full copy of a pytree (the training data) on every device of the mesh."""
+    spec = jax.sharding.PartitionSpec()
+    return jax.device_put(tree, jax.sharding.NamedSharding(mesh, spec))
 
 
 def unstack_agent(agents, index: int):
@@ -249,6 +289,9 @@ class Run:
         self.agent_config = agent_config
         self.bundle = bundle
         self.seeds = [cfg.seed + i for i in range(cfg.num_seeds)]
+        self.mesh = seed_mesh(cfg.num_seeds)
+        # Seed slots: the seeds, padded to a multiple of the devices that train them.
+        self.num_slots = -(-cfg.num_seeds // self.mesh.size) * self.mesh.size
         self.agent_name = agent_config['agent_name']
         self.run_dirs = [run_dir_for(cfg, bundle.env_name, self.agent_name, s) for s in self.seeds]
         self.flags = flags
@@ -365,6 +408,8 @@ class Run:
 
     def save(self, step: int, agents, keys, replay: ReplayBuffer | None = None) -> None:
         """Checkpoint each seed's folder (the file holds the stacked state for all seeds)."""
+        # Only the real seeds are saved, so a resume may use a different number of devices.
+        agents, keys = jax.tree_util.tree_map(lambda x: x[: len(self.seeds)], (agents, keys))
         state = {'agents': agents, 'sampler_keys': keys, 'step': step}
         if replay is not None:
             state['replay'] = replay.state_dict()
@@ -391,6 +436,7 @@ class Run:
             if replay is not None:
                 replay.load_state_dict(restored['replay'])
             print(f'Resuming {self.run_dirs[0]} from step {start_step}.', flush=True)
+        agents, keys = shard_over_seeds(pad_seeds((agents, keys), self.num_slots), self.mesh)
         logs = self.open_logs(start_step)
         self._restore_eval_history(logs)
 
@@ -425,14 +471,16 @@ class Run:
         """Fused blocks of updates on device-resident data until ``offline_steps``."""
         if step >= self.cfg.offline_steps:
             return step, agents, keys
-        data = to_device(self.bundle.train_dataset)
+        data = replicate(to_device(self.bundle.train_dataset), self.mesh)
         train_block = make_train_block(self.batch_size)
         last_time, last_step = time.time(), step
         while step < self.cfg.offline_steps:
             end = next_boundary(step, self.cfg.offline_steps, self.cfg)
             new_agents, new_keys, infos, first_bad = train_block(agents, keys, data, end - step)
             infos = jax.tree_util.tree_map(np.asarray, infos)
-            bad = first_nonfinite(first_bad)
+            bad = first_nonfinite(
+                {k: np.asarray(v)[: len(self.seeds)] for k, v in first_bad.items()}
+            )
             if bad is not None:
                 name, seed_index, offset = bad
                 saved = checkpoints.saved_steps(self.run_dirs[seed_index])

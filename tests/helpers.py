@@ -1,0 +1,41 @@
+"""Small shared pieces for the tests: tiny configs, random batches, fused training."""
+
+import jax
+import numpy as np
+
+from drol_jax.data import to_device
+from drol_jax.train import make_train_block, stack_agents, unstack_agent
+
+SMALL_HIDDEN = (64, 64)
+
+
+def small_config(config, **overrides):
+    """A copy of an agent config with small networks (fast on CPU) and the given overrides."""
+    config = config.copy_and_resolve_references()
+    config.actor_hidden_dims = SMALL_HIDDEN
+    config.value_hidden_dims = SMALL_HIDDEN
+    config.batch_size = 64
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def random_batch(rng, size, obs_dim, action_dim):
+    """A random batch in FQL's format; actions fill [-1, 1]."""
+    return {
+        'observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
+        'actions': rng.uniform(-1, 1, (size, action_dim)).astype(np.float32),
+        'rewards': rng.normal(size=size).astype(np.float32),
+        'masks': (rng.uniform(size=size) > 0.1).astype(np.float32),
+        'terminals': np.zeros(size, np.float32),
+        'next_observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
+    }
+
+
+def train_fused(agent_class, config, dataset, num_updates, seed=0):
+    """Create an agent and train it with the library's fused update block."""
+    agent = agent_class.create(seed, dataset['observations'][:1], dataset['actions'][:1], config)
+    block = make_train_block(config.batch_size)
+    keys = jax.random.PRNGKey(seed + 1)[None]
+    agents, _, _, _ = block(stack_agents([agent]), keys, to_device(dataset), num_updates)
+    return unstack_agent(agents, 0)
