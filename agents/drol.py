@@ -24,7 +24,13 @@ import ml_collections
 import optax
 
 from drol_jax.networks import ConditionedPolicy, EnsembleCritic, aggregate_ensemble
-from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
+from drol_jax.train_state import (
+    ModuleDict,
+    TrainState,
+    actor_critic_loss,
+    actor_critic_update,
+    nonpytree_field,
+)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -167,7 +173,7 @@ def routed_actor_loss(
 
 
 class DROLAgent(flax.struct.PyTreeNode):
-    """DROL with FQL's agent interface (``create``, ``update``, ``total_loss``, ``sample_actions``)."""
+    """DROL behind the agent interface of FQL: create, update, total_loss, sample_actions."""
 
     rng: jax.Array
     network: TrainState
@@ -227,21 +233,12 @@ class DROLAgent(flax.struct.PyTreeNode):
     @jax.jit
     def total_loss(self, batch, grad_params, rng=None):
         """Critic loss + actor loss, with ``critic/...`` and ``actor/...`` diagnostics."""
-        rng = self.rng if rng is None else rng
-        actor_rng, critic_rng = jax.random.split(rng)
-        critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
-        actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
-        info = {f'critic/{k}': v for k, v in critic_info.items()}
-        info |= {f'actor/{k}': v for k, v in actor_info.items()}
-        return critic_loss + actor_loss, info
+        return actor_critic_loss(self, batch, grad_params, self.rng if rng is None else rng)
 
     @jax.jit
     def update(self, batch):
         """One gradient step on all parameters, then the target-critic EMA."""
-        new_rng, rng = jax.random.split(self.rng)
-        network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
-        network = target_update(network, 'critic', self.config['tau'])
-        return self.replace(network=network, rng=new_rng), info
+        return actor_critic_update(self, batch)
 
     @jax.jit
     def sample_actions(self, observations, seed=None, temperature=1.0):

@@ -16,6 +16,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -298,6 +299,7 @@ class Run:
         self.batch_size = int(agent_config['batch_size'])
         self.total_steps = cfg.offline_steps + cfg.online_steps
         self.eval_env = None
+        self.render_ok: bool | None = None
         self.best_eval: list[dict | None] = [None] * len(self.seeds)
         self.last_eval: list[dict | None] = [None] * len(self.seeds)
 
@@ -386,11 +388,23 @@ class Run:
             self.last_eval[index] = {'step': step, **row}
             if self.best_eval[index] is None or _score(row) > _score(self.best_eval[index]):
                 self.best_eval[index] = {'step': step, **row}
-            if self.cfg.video_episodes:
+            if self.cfg.video_episodes and self.can_render():
                 videos = evaluation.record_videos(
                     self.eval_env, policy, self.cfg.video_episodes, seed, self.cfg.video_frame_skip
                 )
                 _save_videos(logs[index].run_dir, step, videos)
+
+    def can_render(self) -> bool:
+        """Whether videos can be recorded; checked once per run, with a warning if not."""
+        if self.render_ok is None:
+            self.render_ok = evaluation.rendering_works(self.bundle.make_env)
+            if not self.render_ok:
+                warnings.warn(
+                    'video rendering does not work here (no display or GL backend); set '
+                    'MUJOCO_GL=egl or MUJOCO_GL=osmesa. Continuing without videos.',
+                    stacklevel=2,
+                )
+        return self.render_ok
 
     def validation_rows(self, agents, step: int) -> list[dict]:
         """FQL's ``validation/...`` losses on a batch of the validation split (if any)."""

@@ -39,3 +39,23 @@ def train_fused(agent_class, config, dataset, num_updates, seed=0):
     keys = jax.random.PRNGKey(seed + 1)[None]
     agents, _, _, _ = block(stack_agents([agent]), keys, to_device(dataset), num_updates)
     return unstack_agent(agents, 0)
+
+
+def interval_dataset(intervals, size=4096, seed=0):
+    """1-D actions uniform in separated intervals at a constant state; no reward, no bootstrap.
+
+    Zero rewards and masks make the critic flat, so behaviour cloning drives the actor.
+    """
+    rng = np.random.default_rng(seed)
+    which = rng.integers(len(intervals), size=size)
+    low, high = np.array(intervals).T
+    actions = rng.uniform(low[which], high[which])[:, None].astype(np.float32)
+    observations = np.zeros((size, 2), np.float32)
+    return {
+        'observations': observations,
+        'actions': actions,
+        'rewards': np.zeros(size, np.float32),
+        'masks': np.zeros(size, np.float32),
+        'terminals': np.ones(size, np.float32),
+        'next_observations': observations,
+    }

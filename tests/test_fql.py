@@ -3,33 +3,16 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import small_config, train_fused
+from helpers import interval_dataset, small_config, train_fused
 
 from agents.fql import FQLAgent, get_config
 
 MODES = ((-0.9, -0.5), (0.5, 0.9))
 
 
-def bimodal_dataset(size=4096, seed=0):
-    rng = np.random.default_rng(seed)
-    which = rng.integers(2, size=size)
-    low, high = np.array(MODES).T
-    actions = rng.uniform(low[which], high[which])[:, None].astype(np.float32)
-    observations = np.zeros((size, 2), np.float32)
-    # Zero rewards and no bootstrapping: the critic goes flat, so BC and distillation dominate.
-    return {
-        'observations': observations,
-        'actions': actions,
-        'rewards': np.zeros(size, np.float32),
-        'masks': np.zeros(size, np.float32),
-        'terminals': np.ones(size, np.float32),
-        'next_observations': observations,
-    }
-
-
 def test_flow_bc_is_bimodal_and_onestep_policy_matches_teacher():
     config = small_config(get_config(), lr=1e-3, alpha=10.0)
-    agent = train_fused(FQLAgent, config, bimodal_dataset(), num_updates=2000)
+    agent = train_fused(FQLAgent, config, interval_dataset(MODES), num_updates=2000)
     observations = jnp.zeros((2000, 2))
     noises = jax.random.normal(jax.random.PRNGKey(3), (2000, 1))
     teacher = np.asarray(agent.compute_flow_actions(observations, noises))[:, 0]
