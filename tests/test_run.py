@@ -218,3 +218,32 @@ run(cfg, DROLAgent, tiny_drol())
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert_same_as_single(tmp_path, single_seed_rows)
+
+
+def test_restore_path_loads_parameters_from_ours_and_fql_pickles(tmp_path):
+    import pickle
+
+    from drol_jax.envs import registry
+    from drol_jax.train import Run
+
+    run(toy_run_config(tmp_path / 'src', offline_steps=20, eval_interval=0), DROLAgent, tiny_drol())
+    source = run_dir(tmp_path / 'src')
+    trained = checkpoints.restore_agent(
+        DROLAgent.create(
+            5, np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), tiny_drol()
+        ),
+        source,
+        20,
+    )
+    assert int(trained.network.step) == 20
+    with open(os.path.join(tmp_path, 'params_7.pkl'), 'wb') as f:
+        pickle.dump({'agent': flax.serialization.to_state_dict(trained)}, f)
+
+    bundle = registry.load(registry.resolve('toy-multimodal'), None)
+    for path, epoch in ((source, 20), (str(tmp_path), 7)):
+        cfg = toy_run_config(tmp_path / 'dst', restore_path=path, restore_epoch=epoch)
+        agents = Run(cfg, DROLAgent, tiny_drol(), bundle, {}).create_agents()
+        restored = jax.tree_util.tree_map(lambda x: x[0], agents)
+        jax.tree_util.tree_map(
+            np.testing.assert_array_equal, restored.network.params, trained.network.params
+        )
