@@ -43,6 +43,9 @@ flags.DEFINE_integer('save_interval', defaults.save_interval, 'Steps between che
 flags.DEFINE_integer(
     'block_size', defaults.block_size, 'Updates per compiled call (0: log interval).'
 )
+flags.DEFINE_integer(
+    'eval_num_envs', defaults.eval_num_envs, 'Env copies in worker processes for evaluation.'
+)
 flags.DEFINE_integer('eval_episodes', defaults.eval_episodes, 'Episodes per evaluation.')
 flags.DEFINE_integer('video_episodes', defaults.video_episodes, 'Rendered episodes per evaluation.')
 flags.DEFINE_integer('video_frame_skip', defaults.video_frame_skip, 'Keep every n-th video frame.')

@@ -42,6 +42,23 @@ def to_device(dataset: dict[str, np.ndarray]) -> Batch:
     return {k: jnp.asarray(dataset[k], dtype=jnp.float32) for k in DATASET_KEYS}
 
 
+def random_transitions(size: int, obs_dim: int, action_dim: int, seed: int = 0) -> dict:
+    """Random transitions in the dataset format (for timing and tests: values do not matter).
+
+    Actions fill [-1, 1]; about 10% of transitions end an episode (mask 0).
+    """
+    rng = np.random.default_rng(seed)
+    masks = (rng.uniform(size=size) > 0.1).astype(np.float32)
+    return {
+        'observations': rng.standard_normal((size, obs_dim)).astype(np.float32),
+        'actions': rng.uniform(-1, 1, (size, action_dim)).astype(np.float32),
+        'rewards': rng.standard_normal(size).astype(np.float32),
+        'masks': masks,
+        'terminals': 1.0 - masks,
+        'next_observations': rng.standard_normal((size, obs_dim)).astype(np.float32),
+    }
+
+
 class ReplayBuffer:
     """Fixed-capacity ring buffer of transitions for online fine-tuning (host memory)."""
 

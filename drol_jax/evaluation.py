@@ -107,12 +107,13 @@ def record_videos(env, policy: Policy, num_episodes: int, base_seed: int, frame_
 
 
 def default_num_envs() -> int:
-    """Env copies for vectorized evaluation: four per core.
+    """Env copies for vectorized evaluation: one per core (one worker process each).
 
-    A cube-single step costs about 1 ms, comparable to a pipe round trip on a busy machine, so
-    each worker process steps several envs per message to amortise the messaging.
+    More copies than workers are allowed (each worker then steps several envs per message,
+    amortising the messaging), but on the 2-core development machine they did not measure
+    faster and each copy adds start-up time (bench/RESULTS.md).
     """
-    return 4 * (os.cpu_count() or 1)
+    return os.cpu_count() or 1
 
 
 def _env_worker(connection, make_env, num_envs: int) -> None:
@@ -339,8 +340,8 @@ def evaluate_vectorized(
 ) -> dict[str, float]:
     """``evaluate_sequential``'s statistics from ``num_envs`` env copies in worker processes.
 
-    ``num_envs`` defaults to ``default_num_envs()`` (four per core, one worker process per
-    core). The result equals ``evaluate_sequential(make_env(), policy, num_episodes,
+    ``num_envs`` defaults to ``default_num_envs()`` (one per core; one worker process per
+    core in any case). The result equals ``evaluate_sequential(make_env(), policy, num_episodes,
     base_seed, ...)`` for a policy keyed by (episode, step): episodes are summarised in episode
     order, so even the float sums match. To reuse workers across evaluations, keep an
     ``EnvWorkers`` and call ``summarize(workers.run_episodes(...), normalize_score)``.

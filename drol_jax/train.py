@@ -55,6 +55,7 @@ class RunConfig:
     video_frame_skip: int = 3
     balanced_sampling: bool = False
     block_size: int = 0  # Updates per compiled call; 0 means "up to the next log step".
+    eval_num_envs: int = 1  # Env copies stepped in lockstep in worker processes (1: in-process).
     resume: bool = False
     restore_path: str | None = None
     restore_epoch: int | None = None
@@ -83,6 +84,8 @@ def check_run_config(cfg: RunConfig) -> None:
     )
     if cfg.num_seeds < 1:
         raise ConfigError(f'--num_seeds must be >= 1, got {cfg.num_seeds}.')
+    if cfg.eval_num_envs < 1:
+        raise ConfigError(f'--eval_num_envs must be >= 1, got {cfg.eval_num_envs}.')
     if cfg.video_frame_skip < 1:
         raise ConfigError(f'--video_frame_skip must be >= 1, got {cfg.video_frame_skip}.')
     if cfg.online_steps and cfg.num_seeds > 1:
@@ -188,6 +191,13 @@ def make_train_block(batch_size: int) -> Callable:
 
             return jax.lax.fori_loop(0, num_updates, body, (agent, key, last_info, first_bad))
 
+        if keys.shape[0] == 1:
+            # One seed runs unbatched: under vmap a size-1 seed axis turns every dense layer into
+            # a batched dot and XLA:CPU transposes the weights at every update (about 25% slower,
+            # bench/RESULTS.md). Same numbers, same output shapes.
+            return jax.tree_util.tree_map(
+                lambda x: x[None], one_seed(unstack_agent(agents, 0), keys[0])
+            )
         return jax.vmap(one_seed)(agents, keys)
 
     return jax.jit(train_block, donate_argnums=(0, 1))
@@ -299,6 +309,7 @@ class Run:
         self.batch_size = int(agent_config['batch_size'])
         self.total_steps = cfg.offline_steps + cfg.online_steps
         self.eval_env = None
+        self.eval_workers: evaluation.EnvWorkers | None = None
         self.render_ok: bool | None = None
         self.best_eval: list[dict | None] = [None] * len(self.seeds)
         self.last_eval: list[dict | None] = [None] * len(self.seeds)
@@ -373,16 +384,25 @@ class Run:
         """Evaluate every seed's policy, log ``evaluation/...`` and keep best/last results."""
         if self.eval_env is None:
             self.eval_env = self.bundle.make_env()
+        if self.cfg.eval_num_envs > 1 and self.eval_workers is None:
+            # Started once and kept: starting MuJoCo workers costs seconds.
+            self.eval_workers = evaluation.EnvWorkers(self.bundle.make_env, self.cfg.eval_num_envs)
         for index, seed in enumerate(self.seeds):
             policy = make_policy(unstack_agent(agents, index), seed, step)
-            stats = evaluation.evaluate_sequential(
-                self.eval_env,
-                policy,
-                self.cfg.eval_episodes,
-                seed,
-                self.bundle.normalize_score,
-                self.cfg.progress,
-            )
+            if self.eval_workers is None:
+                stats = evaluation.evaluate_sequential(
+                    self.eval_env,
+                    policy,
+                    self.cfg.eval_episodes,
+                    seed,
+                    self.bundle.normalize_score,
+                    self.cfg.progress,
+                )
+            else:
+                episodes = self.eval_workers.run_episodes(
+                    policy, self.cfg.eval_episodes, seed, self.cfg.progress
+                )
+                stats = evaluation.summarize(episodes, self.bundle.normalize_score)
             row = {f'evaluation/{k}': v for k, v in stats.items()}
             logs[index].log_eval(row, step)
             self.last_eval[index] = {'step': step, **row}
@@ -465,9 +485,13 @@ class Run:
                 dynamic_ncols=True,
             ) as bar,
         ):
-            step, agents, keys = self.offline_phase(start_step, agents, keys, logs, stop, bar)
-            if stop.signal_name is None and self.cfg.online_steps:
-                step, agents = self.online_phase(step, agents, keys, logs, stop, bar, replay)
+            try:
+                step, agents, keys = self.offline_phase(start_step, agents, keys, logs, stop, bar)
+                if stop.signal_name is None and self.cfg.online_steps:
+                    step, agents = self.online_phase(step, agents, keys, logs, stop, bar, replay)
+            finally:
+                if self.eval_workers is not None:
+                    self.eval_workers.close()
         wall = time.time() - started
         if stop.signal_name is not None:
             print(

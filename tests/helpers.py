@@ -20,18 +20,6 @@ def small_config(config, **overrides):
     return config
 
 
-def random_batch(rng, size, obs_dim, action_dim):
-    """A random batch in FQL's format; actions fill [-1, 1]."""
-    return {
-        'observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
-        'actions': rng.uniform(-1, 1, (size, action_dim)).astype(np.float32),
-        'rewards': rng.normal(size=size).astype(np.float32),
-        'masks': (rng.uniform(size=size) > 0.1).astype(np.float32),
-        'terminals': np.zeros(size, np.float32),
-        'next_observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
-    }
-
-
 def train_fused(agent_class, config, dataset, num_updates, seed=0):
     """Create an agent and train it with the library's fused update block."""
     agent = agent_class.create(seed, dataset['observations'][:1], dataset['actions'][:1], config)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import interval_dataset, random_batch, small_config, train_fused
+from helpers import interval_dataset, small_config, train_fused
 
 from agents.drol import (
     DROLAgent,
@@ -18,6 +18,7 @@ from agents.drol import (
     routing_balance,
     sample_ball_prior,
 )
+from drol_jax.data import random_transitions
 from drol_jax.networks import aggregate_ensemble
 
 
@@ -95,7 +96,7 @@ def test_winner_only_gradient_wrt_candidate_outputs():
 def test_actor_loss_gives_critic_no_gradient():
     config = small_config(get_config(), num_candidates=4)
     agent = DROLAgent.create(0, np.zeros((1, 7), np.float32), np.zeros((1, 3), np.float32), config)
-    batch = random_batch(np.random.default_rng(1), 32, 7, 3)
+    batch = random_transitions(32, 7, 3, seed=1)
     grads = jax.grad(lambda p: agent.actor_loss(batch, p, jax.random.PRNGKey(2))[0])(
         agent.network.params
     )
@@ -141,7 +142,7 @@ def test_efficient_loss_equals_naive_reference(num_candidates):
             config,
         )
         # Wider actions than the actor's initial outputs so clipping and routing both matter.
-        batch = random_batch(np.random.default_rng(trial), 64, obs_dim, action_dim)
+        batch = random_transitions(64, obs_dim, action_dim, seed=trial)
         rng = jax.random.PRNGKey(100 + trial)
         params = agent.network.params
 

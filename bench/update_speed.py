@@ -1,0 +1,466 @@
+"""Update speed of DROL and FQL: ms/update, analytic GFLOP/update and fraction of matmul peak.
+
+Modes (one row each):
+  host   one jit call per update with a batch gathered on the host (FQL's loop,
+         ``drol_jax.train.host_loop_updates``);
+  fused  blocks of updates fused in one compiled loop on device-resident data
+         (``drol_jax.train.make_train_block``, one stacked seed);
+  naive  DROL with the reference full-K actor loss that differentiates through all N*K
+         clipped candidates (winner picked from that tensor, Q of the winner only), fused blocks;
+  naive-allq  as naive, but the critic scores all N*K candidates and the winner's Q is taken
+         from that (the formulation of the official implementation, SPEC 5's ~63 GFLOP naive
+         form), fused blocks. This is the issue's mode (c) and a default row.
+
+FLOP counting (matmuls only; biases, activations, LayerNorm, Adam are ignored): a dense layer
+costs 2*in*out FLOP per sample forward; a backward pass costs 2x its forward (gradients of
+weights and of inputs); a backward pass that only needs input gradients (critic under the
+actor's Q term, whose parameters are frozen there) costs 1x forward. Per-sample forward cost of
+an MLP = 2 * sum(in*out) over its layers; the critic counts both ensemble members.
+
+    python bench/update_speed.py                 # the full table (paper sizes)
+    python bench/update_speed.py --quick         # smoke run with tiny networks
+    python bench/update_speed.py --seeds 1 8 32  # seeds x updates/s with vmapped blocks
+    python bench/update_speed.py --parts --ks 16 # where DROL's update spends its time
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from agents import drol, fql  # noqa: E402
+from drol_jax import train  # noqa: E402
+from drol_jax.data import random_transitions, to_device  # noqa: E402
+from drol_jax.networks import aggregate_ensemble  # noqa: E402
+
+OBS_DIM, ACTION_DIM = 28, 5
+DATASET_SIZE = 10_000
+
+
+# ---------------------------------------------------------------------------------------------
+# The naive (reference) DROL actor losses.
+
+
+class NaiveDROLAgent(drol.DROLAgent):
+    """DROL whose actor loss differentiates through all N*K candidates (SPEC 1.2, naive form).
+
+    Same latents (same rng use) as ``DROLAgent.actor_loss``, so loss and gradients agree with
+    the winner-recompute formulation to float32 rounding; only the cost differs.
+    """
+
+    def winner_q(self, observations, candidates, winner_actions, winners, frozen):
+        """Ensemble Q of each state's winner, shape (E, N): the critic runs on the N winners."""
+        del candidates, winners
+        return self.network.select('critic')(observations, winner_actions, params=frozen)
+
+    def actor_loss(self, batch, grad_params, rng):
+        """Routed BC + winner Q loss with gradients through the whole candidate tensor."""
+        observations, actions = batch['observations'], batch['actions']
+        num_states, action_dim = actions.shape
+        num_candidates = self.config['num_candidates']
+        latents = sample_latents(rng, num_states, num_candidates, action_dim)
+        tiled = jnp.broadcast_to(
+            observations[:, None, :], (num_states, num_candidates, observations.shape[-1])
+        )
+        candidates = jnp.clip(
+            self.network.select('actor')(tiled, latents, params=grad_params), -1, 1
+        )
+        distances = drol.candidate_distances(candidates, actions)
+        winners = drol.route_to_nearest(jax.lax.stop_gradient(distances))
+        bc_loss = jnp.take_along_axis(distances, winners[:, None], axis=1).mean()
+        winner_actions = jnp.take_along_axis(candidates, winners[:, None, None], axis=1)[:, 0]
+        frozen = jax.lax.stop_gradient(grad_params)
+        q_values = self.winner_q(observations, candidates, winner_actions, winners, frozen)
+        q = aggregate_ensemble(q_values, self.config['actor_q_agg'])
+        q_loss = -q.mean()
+        if self.config['normalize_q_loss']:
+            q_loss = q_loss * jax.lax.stop_gradient(1.0 / jnp.maximum(jnp.abs(q).mean(), 1e-6))
+        actor_loss = self.config['bc_coef'] * bc_loss + self.config['q_coef'] * q_loss
+        return actor_loss, {'actor_loss': actor_loss, 'bc_loss': bc_loss, 'q_loss': q_loss}
+
+
+class NaiveAllQDROLAgent(NaiveDROLAgent):
+    """Naive DROL whose critic scores all N*K candidates before the winner's Q is picked."""
+
+    def winner_q(self, observations, candidates, winner_actions, winners, frozen):
+        """Ensemble Q of every candidate (E, N, K), then the winner's column (E, N)."""
+        del winner_actions
+        tiled = jnp.broadcast_to(
+            observations[:, None, :], (*candidates.shape[:2], observations.shape[-1])
+        )
+        q_all = self.network.select('critic')(tiled, candidates, params=frozen)
+        return jnp.take_along_axis(q_all, winners[None, :, None], axis=2)[..., 0]
+
+
+def sample_latents(rng, num_states, num_candidates, action_dim):
+    """The K latents per state exactly as ``DROLAgent.actor_loss`` draws them."""
+    return drol.sample_ball_prior(rng, (num_states, num_candidates), action_dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic FLOP counts.
+
+
+def mlp_forward_flops(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> int:
+    """Matmul FLOP of one sample through an MLP: 2 * in * out per layer."""
+    widths = (in_dim, *hidden, out_dim)
+    return 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
+
+
+def update_flops(agent_name: str, mode: str, num_candidates: int, hidden, batch: int) -> float:
+    """Analytic matmul FLOP of one update (see the module docstring for the rules)."""
+    actor = mlp_forward_flops(OBS_DIM + ACTION_DIM, hidden, ACTION_DIM)
+    critic = 2 * mlp_forward_flops(OBS_DIM + ACTION_DIM, hidden, 1)  # Two ensemble members.
+    # Shared by both agents: next action (actor fwd), target critic fwd, critic fwd + bwd.
+    critic_loss = actor + critic + 3 * critic
+    if agent_name == 'fql':
+        flow = mlp_forward_flops(OBS_DIM + ACTION_DIM + 1, hidden, ACTION_DIM)
+        # Flow BC fwd+bwd, 10 Euler steps of the teacher (fwd), one-step fwd+bwd, Q fwd+input bwd.
+        per_sample = critic_loss + 3 * flow + 10 * flow + 3 * actor + 2 * critic
+    elif mode == 'naive':
+        per_sample = critic_loss + 3 * num_candidates * actor + 2 * critic
+    elif mode == 'naive-allq':
+        per_sample = critic_loss + 3 * num_candidates * actor + 2 * num_candidates * critic
+    else:  # Routing forward over K candidates, winner actor fwd+bwd, winner Q fwd+input bwd.
+        per_sample = critic_loss + num_candidates * actor + 3 * actor + 2 * critic
+    return per_sample * batch
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing.
+
+
+MODES = ('host', 'fused', 'naive', 'naive-allq')
+AGENT_CLASSES = {
+    'drol': drol.DROLAgent,
+    'fql': fql.FQLAgent,
+    'naive': NaiveDROLAgent,
+    'naive-allq': NaiveAllQDROLAgent,
+}
+
+
+def make_agent(kind: str, num_candidates: int, hidden, batch: int, seed: int = 0):
+    """An agent of ``kind`` ('drol', 'fql', 'naive', 'naive-allq') at the given sizes."""
+    module = fql if kind == 'fql' else drol
+    config = module.get_config()
+    config.actor_hidden_dims = config.value_hidden_dims = tuple(hidden)
+    config.batch_size = batch
+    if kind != 'fql':
+        config.num_candidates = num_candidates
+    examples = random_transitions(1, OBS_DIM, ACTION_DIM)
+    # Jitted: op-by-op initialisation of the four networks takes seconds on a busy CPU.
+    create = jax.jit(
+        lambda: AGENT_CLASSES[kind].create(
+            seed, examples['observations'], examples['actions'], config
+        )
+    )
+    return create()
+
+
+def as_kind(agent, kind: str):
+    """The same parameters and state under another DROL loss (creation is slow on a busy CPU)."""
+    return AGENT_CLASSES[kind](rng=agent.rng, network=agent.network, config=agent.config)
+
+
+def host_runner(agent, dataset, updates: int, batch: int):
+    """A call that runs ``updates`` updates of the one-jit-call-per-update host loop."""
+    state = {'agent': agent, 'key': jax.random.PRNGKey(1)}
+
+    def run():
+        state['agent'], state['key'], _ = train.host_loop_updates(
+            state['agent'], dataset, state['key'], updates, batch
+        )
+        jax.block_until_ready(state['agent'])
+
+    return run
+
+
+def fused_runner(agents, data, updates: int, batch: int):
+    """A call that runs one fused block of ``updates`` updates (``agents`` stacked by seed)."""
+    block = train.make_train_block(batch)
+    num_seeds = jax.tree_util.tree_leaves(agents)[0].shape[0]
+    state = {
+        'agents': agents,
+        'keys': jnp.stack([jax.random.PRNGKey(1 + s) for s in range(num_seeds)]),
+    }
+
+    def run():
+        # The block donates its inputs, so the outputs must replace them.
+        state['agents'], state['keys'], info, _ = block(
+            state['agents'], state['keys'], data, updates
+        )
+        jax.block_until_ready((state['agents'], info))
+
+    return run
+
+
+def matmul_runner(size: int):
+    """A call of a jitted float32 ``size x size @ size x size`` matmul."""
+    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.PRNGKey(1), (size, size), jnp.float32)
+    matmul = jax.jit(jnp.matmul)
+    return lambda: matmul(a, b).block_until_ready()
+
+
+def time_round_robin(runners: list, repeats: int) -> list[list[float]]:
+    """Seconds of ``repeats`` calls of every runner, interleaved round by round.
+
+    On a shared CPU the load changes over minutes; interleaving gives every row the same mix
+    of quiet and busy moments, so ratios between rows stay meaningful. Each runner is called
+    once first (compilation, warm caches).
+    """
+    for run in runners:
+        run()
+    times = [[] for _ in runners]
+    for _ in range(repeats):
+        for index, run in enumerate(runners):
+            start = time.perf_counter()
+            run()
+            times[index].append(time.perf_counter() - start)
+    return times
+
+
+# ---------------------------------------------------------------------------------------------
+# Tables.
+
+
+def print_table(headers: list[str], rows: list[list[str]]) -> None:
+    """A Markdown table."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print('| ' + ' | '.join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + ' |')
+    print('|' + '|'.join('-' * (w + 2) for w in widths) + '|')
+    for row in rows:
+        print('| ' + ' | '.join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + ' |')
+    sys.stdout.flush()
+
+
+def machine_line() -> str:
+    """CPU model, cores, backend and jax version."""
+    model = platform.processor() or 'unknown CPU'
+    if os.path.exists('/proc/cpuinfo'):
+        with open('/proc/cpuinfo') as f:
+            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
+        model = names[0] if names else model
+    device = jax.devices()[0]
+    return (
+        f'{model}, {os.cpu_count()} cores, jax {jax.__version__} on {device.platform} '
+        f'({device.device_kind})'
+    )
+
+
+def rows_to_run(args) -> list[tuple[str, str, int]]:
+    """(agent kind, mode, K) triples of the table."""
+    runs = []
+    for k in args.ks:
+        for mode in args.modes:
+            runs.append(('drol' if mode in ('host', 'fused') else mode, mode, k))
+    for mode in args.modes:
+        if mode in ('host', 'fused'):
+            runs.append(('fql', mode, 0))
+    return runs
+
+
+def peak_size(args) -> int:
+    """Matmul size of the peak measurement (small in quick mode)."""
+    return 256 if args.quick else 2048
+
+
+def update_table(args, hidden) -> None:
+    """Time every (agent, mode, K) row, interleaved with the matmul peak, and print the table."""
+    dataset = random_transitions(DATASET_SIZE, OBS_DIM, ACTION_DIM)
+    data = to_device(dataset)
+    rows_spec, runners, created = rows_to_run(args), [matmul_runner(peak_size(args))], {}
+    for kind, mode, k in rows_spec:
+        base = 'fql' if kind == 'fql' else 'drol'
+        if (base, k) not in created:
+            created[base, k] = make_agent(base, k, hidden, args.batch)
+        agent = as_kind(created[base, k], kind)
+        if mode == 'host':
+            runners.append(host_runner(agent, dataset, args.updates, args.batch))
+        else:
+            runners.append(
+                fused_runner(train.stack_agents([agent]), data, args.updates, args.batch)
+            )
+    times = time_round_robin(runners, args.repeats)
+    peak_flop = 2 * peak_size(args) ** 3
+    peak = peak_flop / min(times[0]) / 1e9
+    peak_median = peak_flop / statistics.median(times[0]) / 1e9
+    print(
+        f'float32 matmul peak ({peak_size(args)}^3, jitted): best {peak:.0f} GFLOP/s, '
+        f'median {peak_median:.0f} GFLOP/s (interleaved with the rows)'
+    )
+    headers = ['agent', 'mode', 'K', 'network', 'ms/update', 'best ms', 'updates/s']
+    headers += ['GFLOP/update', 'GFLOP/s', '% of peak']
+    rows = []
+    for (kind, mode, k), row_times in zip(rows_spec, times[1:], strict=True):
+        seconds = statistics.median(row_times) / args.updates
+        best = min(row_times) / args.updates
+        gflop = update_flops(kind, mode, k, hidden, args.batch) / 1e9
+        rows.append(
+            [
+                'FQL' if kind == 'fql' else 'DROL',
+                mode,
+                str(k) if k else '-',
+                f'{len(hidden)}x{hidden[0]}, N={args.batch}',
+                f'{seconds * 1e3:.1f}',
+                f'{best * 1e3:.1f}',
+                f'{1 / seconds:.1f}',
+                f'{gflop:.2f}',
+                f'{gflop / seconds:.0f}',
+                f'{100 * gflop / seconds / peak_median:.0f}%',
+            ]
+        )
+    print_table(headers, rows)
+
+
+def seeds_table(args, hidden) -> None:
+    """Seeds x updates/s of vmapped multi-seed fused blocks, for each seed count."""
+    data = to_device(random_transitions(DATASET_SIZE, OBS_DIM, ACTION_DIM))
+    specs, runners = [], []
+    for kind in ('drol', 'fql'):
+        k = args.ks[0] if kind == 'drol' else 0
+        for num_seeds in args.seeds:
+            agents = train.stack_agents(
+                [make_agent(kind, k, hidden, args.batch, seed=s) for s in range(num_seeds)]
+            )
+            specs.append((kind, k, num_seeds))
+            runners.append(fused_runner(agents, data, args.updates, args.batch))
+    rows = []
+    for (kind, k, num_seeds), row_times in zip(
+        specs, time_round_robin(runners, args.repeats), strict=True
+    ):
+        seconds = statistics.median(row_times) / args.updates
+        rows.append(
+            [
+                kind.upper(),
+                str(k) if k else '-',
+                str(num_seeds),
+                f'{seconds * 1e3:.1f}',
+                f'{num_seeds / seconds:.1f}',
+            ]
+        )
+    print_table(['agent', 'K', 'seeds', 'ms/block-update', 'seed-updates/s'], rows)
+
+
+def xla_gflop(compiled_fn, *args) -> float:
+    """FLOP count XLA reports for the compiled program (checks dead-code elimination)."""
+    cost = compiled_fn.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return cost.get('flops', float('nan')) / 1e9
+
+
+def drol_parts(agent, batch, num_candidates: int) -> list[tuple[str, Callable, tuple]]:
+    """(name, jitted function, arguments) of the parts of one DROL update."""
+    params, actor = agent.network.params, agent.network.select('actor')
+    observations, actions = batch['observations'], batch['actions']
+    num_states = actions.shape[0]
+    latents = drol.sample_ball_prior(
+        jax.random.PRNGKey(3), (num_states, num_candidates), ACTION_DIM
+    )
+    rng = jax.random.PRNGKey(5)
+
+    def routing(p, z):
+        candidates = jax.vmap(lambda zk: actor(observations, zk, params=p), 1, 1)(z)
+        return jnp.clip(candidates, -1, 1)
+
+    def routing_matmuls(p, z):
+        layers = p['modules_actor']['MLP_0']
+        tiled = jnp.broadcast_to(observations[:, None], (*z.shape[:2], OBS_DIM))
+        x = jnp.concatenate([tiled, z], axis=-1)
+        for i in range(len(layers)):
+            x = x @ layers[f'Dense_{i}']['kernel']
+        return x
+
+    def winner(p, z):
+        return jnp.mean((jnp.clip(actor(observations, z, params=p), -1, 1) - actions) ** 2)
+
+    return [
+        ('routing fwd, K candidates', jax.jit(routing), (params, latents)),
+        ('routing fwd, matmuls only', jax.jit(routing_matmuls), (params, latents)),
+        ('winner actor fwd+bwd', jax.jit(jax.grad(winner)), (params, latents[:, 0])),
+        (
+            'critic loss fwd+bwd',
+            jax.jit(jax.grad(lambda p: agent.critic_loss(batch, p, rng)[0])),
+            (params,),
+        ),
+        (
+            'actor loss fwd+bwd',
+            jax.jit(jax.grad(lambda p: agent.actor_loss(batch, p, rng)[0])),
+            (params,),
+        ),
+        ('full update (jit)', jax.jit(lambda a: a.update(batch)), (agent,)),
+    ]
+
+
+def parts_table(args, hidden) -> None:
+    """Sub-parts of one DROL update (jitted separately), to see where the time goes."""
+    data = to_device(random_transitions(DATASET_SIZE, OBS_DIM, ACTION_DIM))
+    batch = jax.tree_util.tree_map(lambda x: x[: args.batch], data)
+    rows = []
+    for k in args.ks:
+        parts = drol_parts(make_agent('drol', k, hidden, args.batch), batch, k)
+        runners = [
+            functools.partial(lambda f, a: jax.block_until_ready(f(*a)), f, a) for _, f, a in parts
+        ]
+        times = time_round_robin(runners, args.repeats)
+        for (name, f, a), part_times in zip(parts, times, strict=True):
+            seconds = statistics.median(part_times)
+            gflop = xla_gflop(f, *a)
+            rows.append(
+                [str(k), name, f'{seconds * 1e3:.1f}', f'{gflop:.2f}', f'{gflop / seconds:.0f}']
+            )
+    print_table(['K', 'part', 'ms', 'XLA GFLOP', 'GFLOP/s'], rows)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line options; ``--quick`` shrinks everything to a smoke run."""
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--quick', action='store_true', help='tiny networks, few updates')
+    parser.add_argument('--ks', type=int, nargs='+', default=[1, 4, 16, 64])
+    parser.add_argument(
+        '--modes', nargs='+', default=['host', 'fused', 'naive-allq'], choices=MODES
+    )
+    parser.add_argument('--hidden', type=int, nargs='+', default=[512] * 4)
+    parser.add_argument('--batch', type=int, default=256)
+    parser.add_argument('--updates', type=int, default=10, help='updates per timed repetition')
+    parser.add_argument('--repeats', type=int, default=5, help='timed repetitions (median)')
+    parser.add_argument('--seeds', type=int, nargs='+', help='time vmapped multi-seed blocks')
+    parser.add_argument('--parts', action='store_true', help="time parts of DROL's update")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.hidden, args.batch, args.updates, args.repeats = [32], 32, 3, 2
+        args.ks = [4]
+    return args
+
+
+def main(argv=None) -> None:
+    """Print the machine, the matmul peak and the requested table."""
+    args = parse_args(argv)
+    hidden = tuple(args.hidden)
+    print(f'Machine: {machine_line()}')
+    unit = 'call per part' if args.parts else f'block of {args.updates} updates per row'
+    print(
+        f'Timing: median of {args.repeats} interleaved repetitions of one {unit}, after warmup '
+        '(best ms: the fastest repetition).'
+    )
+    if args.parts:
+        parts_table(args, hidden)
+    elif args.seeds:
+        seeds_table(args, hidden)
+    else:
+        update_table(args, hidden)
+
+
+if __name__ == '__main__':
+    main()

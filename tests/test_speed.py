@@ -1,0 +1,212 @@
+"""Speed paths give the same results as the reference paths.
+
+(i) fused device-resident training equals the FQL-style host loop; (ii) vectorized evaluation
+equals sequential evaluation; (iii) the update-speed benchmark's smoke run works.
+
+JAX and the agents are imported inside the tests that use them: evaluation workers unpickle
+``VaryingLengthEnv`` by importing this module, and they start much faster without JAX.
+"""
+
+import functools
+import os
+import subprocess
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+from drol_jax import evaluation
+from drol_jax.envs import toy
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------------------------------------
+# (i) Fused blocks reproduce the host loop.
+
+
+def tiny_dataset(size=200, obs_dim=4, action_dim=2, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        'observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
+        'actions': rng.uniform(-1, 1, (size, action_dim)).astype(np.float32),
+        'rewards': rng.normal(size=size).astype(np.float32),
+        'masks': (rng.uniform(size=size) > 0.1).astype(np.float32),
+        'terminals': np.zeros(size, np.float32),
+        'next_observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
+    }
+
+
+@pytest.mark.parametrize('agent_name', ['drol', 'fql'])
+def test_fused_block_matches_host_loop(agent_name):
+    import chex
+    import jax
+
+    from agents import drol, fql
+    from drol_jax.data import to_device
+    from drol_jax.train import host_loop_updates, make_train_block, stack_agents, unstack_agent
+
+    module = drol if agent_name == 'drol' else fql
+    num_updates, batch_size = 50, 16
+    dataset = tiny_dataset()
+    config = module.get_config()
+    config.actor_hidden_dims = config.value_hidden_dims = (32,)  # One layer: compiles fast.
+    config.batch_size = batch_size
+    if module is drol:
+        config.num_candidates = 4
+    agent_class = drol.DROLAgent if module is drol else fql.FQLAgent
+    agent = agent_class.create(0, dataset['observations'][:1], dataset['actions'][:1], config)
+    key = jax.random.PRNGKey(7)
+
+    host_agent, host_key, host_infos = host_loop_updates(
+        agent, dataset, key, num_updates, batch_size
+    )
+    block = make_train_block(batch_size)
+    agents, keys, last_info, first_bad = block(
+        stack_agents([agent]), key[None], to_device(dataset), num_updates
+    )
+
+    assert len(host_infos) == num_updates
+    np.testing.assert_array_equal(np.asarray(keys[0]), np.asarray(host_key))
+    assert all(int(v[0]) == -1 for v in first_bad.values())
+    fused_agent = unstack_agent(agents, 0)
+    chex.assert_trees_all_close(
+        fused_agent.network.params, host_agent.network.params, rtol=1e-4, atol=1e-5
+    )
+    chex.assert_trees_all_close(unstack_agent(last_info, 0), host_infos[-1], rtol=1e-4, atol=1e-5)
+    # The loss trajectory starts from the same first update too (metrics before any drift).
+    _, _, first_info, _ = block(stack_agents([agent]), key[None], to_device(dataset), 1)
+    chex.assert_trees_all_close(unstack_agent(first_info, 0), host_infos[0], rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# (ii) Vectorized evaluation equals sequential evaluation.
+
+
+class VaryingLengthEnv(gym.Env):
+    """Episodes whose length (1..5 steps) depends on the reset seed; reward depends on actions.
+
+    Module-level, so worker processes can unpickle its factory.
+    """
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self._left = int(self.np_random.integers(1, 6))
+        self._state = self.np_random.uniform(-1, 1, 3).astype(np.float32)
+        return self._state.copy(), {}
+
+    def step(self, action):
+        reward = float(np.dot(self._state[:2], action) + 0.1 * self._left)
+        self._state = np.roll(self._state, 1) * 0.9
+        self._left -= 1
+        done = self._left == 0
+        return self._state.copy(), reward, done, False, {'success': float(reward > 0)}
+
+
+def deterministic_policy(observations, episodes, steps):
+    return np.tanh(observations[:, :2] * 1.7 + observations[:, 2:3])
+
+
+def keyed_stochastic_policy(observations, episodes, steps):
+    """Random actions that depend only on (episode, step), as the training loop's policy."""
+    return np.stack(
+        [
+            np.random.default_rng([11, int(e), int(t)]).uniform(-1, 1, 2)
+            for e, t in zip(episodes, steps, strict=True)
+        ]
+    )
+
+
+def sequential_episodes(make_env, policy, num_episodes, base_seed):
+    env = make_env()
+    return [evaluation.run_episode(env, policy, e, base_seed)[0] for e in range(num_episodes)]
+
+
+@pytest.mark.parametrize('policy', [deterministic_policy, keyed_stochastic_policy])
+def test_vectorized_matches_sequential_with_varying_lengths(policy):
+    make_env = VaryingLengthEnv
+    expected = sequential_episodes(make_env, policy, 9, base_seed=3)
+    assert len({e['episode.length'] for e in expected}) > 1  # Lengths really vary.
+    got = evaluation.run_episodes_vectorized(make_env, policy, 9, 3, num_envs=3, progress=False)
+    assert got == expected
+    summary = evaluation.evaluate_vectorized(make_env, policy, 9, 3, num_envs=2, progress=False)
+    assert summary == evaluation.summarize(expected)
+
+
+def test_vectorized_matches_sequential_on_toy_env():
+    make_env = functools.partial(toy.ToyEnv, 'toy-multimodal')
+    sequential = evaluation.evaluate_sequential(
+        make_env(), keyed_stochastic_policy, 6, 0, progress=False
+    )
+    vectorized = evaluation.evaluate_vectorized(
+        make_env, keyed_stochastic_policy, 6, 0, num_envs=2, progress=False
+    )
+    assert vectorized == sequential
+
+
+def cube_policy(observations, episodes, steps):
+    """Fixed deterministic policy that moves the arm around (observation-dependent)."""
+    return np.clip(np.sin(observations[:, :5] * 3.0 + steps[:, None] * 0.1), -1, 1)
+
+
+def test_vectorized_matches_sequential_on_cube_single():
+    pytest.importorskip('ogbench')
+    import ogbench
+
+    make_env = functools.partial(
+        ogbench.make_env_and_datasets,
+        'cube-single-play-singletask-v0',
+        env_only=True,
+        max_episode_steps=30,
+    )
+    started = time.perf_counter()
+    expected = sequential_episodes(make_env, cube_policy, 3, base_seed=1)
+    got = evaluation.run_episodes_vectorized(
+        make_env, cube_policy, 3, 1, num_envs=2, progress=False
+    )
+    assert got == expected
+    assert time.perf_counter() - started < 60  # Keeps the suite fast; normally a few seconds.
+
+
+def test_persistent_workers_are_reusable():
+    expected = sequential_episodes(VaryingLengthEnv, keyed_stochastic_policy, 5, base_seed=2)
+    with evaluation.EnvWorkers(VaryingLengthEnv, num_envs=4, num_workers=2) as workers:
+        for _ in range(2):
+            assert workers.run_episodes(keyed_stochastic_policy, 5, 2, progress=False) == expected
+
+
+def test_worker_failure_raises_and_closes():
+    with pytest.raises(RuntimeError, match='failed'):
+        evaluation.evaluate_vectorized(
+            functools.partial(toy.ToyEnv, 'no-such-task'),
+            deterministic_policy,
+            2,
+            0,
+            2,
+            None,
+            False,
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# (iii) The benchmark's smoke run.
+
+
+def test_update_speed_quick_runs():
+    # Unoptimised code generation halves XLA's compile time; the smoke run times nothing.
+    env = {**os.environ, 'XLA_FLAGS': '--xla_backend_optimization_level=0'}
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, 'bench', 'update_speed.py'), '--quick'],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ' DROL |' in result.stdout and ' FQL |' in result.stdout
