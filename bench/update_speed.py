@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import platform
 import statistics
 import sys
 import time
@@ -41,6 +40,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agents import drol, fql  # noqa: E402
 from drol_jax import train  # noqa: E402
+from drol_jax.analysis.runtime import machine_description  # noqa: E402
 from drol_jax.data import random_transitions, to_device  # noqa: E402
 from drol_jax.networks import aggregate_ensemble  # noqa: E402
 
@@ -245,20 +245,6 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
     sys.stdout.flush()
 
 
-def machine_line() -> str:
-    """CPU model, cores, backend and jax version."""
-    model = platform.processor() or 'unknown CPU'
-    if os.path.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            names = [line.split(':', 1)[1].strip() for line in f if line.startswith('model name')]
-        model = names[0] if names else model
-    device = jax.devices()[0]
-    return (
-        f'{model}, {os.cpu_count()} cores, jax {jax.__version__} on {device.platform} '
-        f'({device.device_kind})'
-    )
-
-
 def rows_to_run(args) -> list[tuple[str, str, int]]:
     """(agent kind, mode, K) triples of the table."""
     runs = []
@@ -448,7 +434,7 @@ def main(argv=None) -> None:
     """Print the machine, the matmul peak and the requested table."""
     args = parse_args(argv)
     hidden = tuple(args.hidden)
-    print(f'Machine: {machine_line()}')
+    print(f'Machine: {machine_description()}')
     unit = 'call per part' if args.parts else f'block of {args.updates} updates per row'
     print(
         f'Timing: median of {args.repeats} interleaved repetitions of one {unit}, after warmup '

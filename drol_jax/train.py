@@ -552,7 +552,8 @@ class Run:
 
     def after_update(self, step, agents, keys, logs, stop, replay=None) -> None:
         """Evaluation and checkpoints due at ``step``."""
-        if self.cfg.eval_interval and (step == 1 or step % self.cfg.eval_interval == 0):
+        due = self.cfg.eval_interval and (step == 1 or step % self.cfg.eval_interval == 0)
+        if due and self.cfg.eval_episodes:
             self.evaluate(agents, step, logs)
         final = step == self.total_steps
         if (self.cfg.save_interval and step % self.cfg.save_interval == 0) or final:

@@ -133,3 +133,15 @@ def write_json(path: str, payload: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, 'w') as f:
         json.dump(payload, f, indent=2, default=lambda v: v.tolist() if hasattr(v, 'tolist') else v)
+
+
+def write_figure(result: dict, out_dir: str, name: str, draw, numbers: dict | None = None):
+    """Draw ``result`` to ``<name>.png`` and save ``numbers`` (default: ``result``) as JSON.
+
+    Returns the two paths.
+    """
+    os.makedirs(out_dir, exist_ok=True)
+    png, json_path = os.path.join(out_dir, f'{name}.png'), os.path.join(out_dir, f'{name}.json')
+    draw(result, png)
+    write_json(json_path, result if numbers is None else numbers)
+    return png, json_path

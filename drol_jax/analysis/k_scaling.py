@@ -15,7 +15,6 @@ measured on a fixed held-out batch of the task's states and actions:
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -27,7 +26,7 @@ from drol_jax.analysis.common import (
     RoutingHelpers,
     load_agent,
     policy_candidates,
-    write_json,
+    write_figure,
 )
 from drol_jax.envs.toy import DATASET_SEED, DATASET_SIZE, TASKS
 from drol_jax.errors import ConfigError
@@ -227,8 +226,4 @@ def draw(result: dict, path: str) -> None:
 
 def write(result: dict, out_dir: str) -> tuple[str, str]:
     """Write ``k_scaling.png`` and ``k_scaling.json`` into ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    png, numbers = os.path.join(out_dir, 'k_scaling.png'), os.path.join(out_dir, 'k_scaling.json')
-    draw(result, png)
-    write_json(numbers, result)
-    return png, numbers
+    return write_figure(result, out_dir, 'k_scaling', draw)

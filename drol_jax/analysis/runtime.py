@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drol_jax.analysis.common import FusedTrainer, load_agent, write_json
+from drol_jax.analysis.common import FusedTrainer, load_agent, write_figure
 from drol_jax.data import random_transitions
 from drol_jax.errors import UserError
 
@@ -239,8 +239,4 @@ def draw(result: dict, path: str) -> None:
 
 def write(result: dict, out_dir: str) -> tuple[str, str]:
     """Write ``runtime.png`` and ``runtime.json`` into ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    png, numbers = os.path.join(out_dir, 'runtime.png'), os.path.join(out_dir, 'runtime.json')
-    draw(result, png)
-    write_json(numbers, result)
-    return png, numbers
+    return write_figure(result, out_dir, 'runtime', draw)

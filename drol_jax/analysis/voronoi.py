@@ -14,7 +14,6 @@ The computations (``grid_owners``, ``action_owners``, ``count_handoffs``, ``clus
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Any
 
 import jax
@@ -27,7 +26,7 @@ from drol_jax.analysis.common import (
     RoutingHelpers,
     load_agent,
     policy_candidates,
-    write_json,
+    write_figure,
 )
 from drol_jax.envs.toy import DATASET_SEED, DATASET_SIZE, TASKS
 from drol_jax.errors import ConfigError
@@ -367,8 +366,6 @@ def summary_lines(result: dict) -> list[str]:
 
 def write(result: dict, out_dir: str) -> tuple[str, str]:
     """Write ``voronoi.png`` and ``voronoi.json`` (without the bulky grid) into ``out_dir``."""
-    os.makedirs(out_dir, exist_ok=True)
-    png, numbers = os.path.join(out_dir, 'voronoi.png'), os.path.join(out_dir, 'voronoi.json')
-    draw(result, png)
-    write_json(numbers, {k: v for k, v in result.items() if k != 'cells'})
-    return png, numbers
+    return write_figure(
+        result, out_dir, 'voronoi', draw, numbers={k: v for k, v in result.items() if k != 'cells'}
+    )
