@@ -60,14 +60,16 @@ def main(argv=None) -> None:
     """Time both evaluation paths and print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--quick', action='store_true', help='4 short episodes, 1 repetition')
-    parser.add_argument('--episodes', type=int, default=16)
-    parser.add_argument('--repeats', type=int, default=3, help='timed repetitions (median)')
+    parser.add_argument('--episodes', type=int, default=48)
+    parser.add_argument('--repeats', type=int, default=2, help='timed repetitions (median)')
     parser.add_argument('--num-envs', type=int, nargs='+', default=None)
     args = parser.parse_args(argv)
     max_steps = 50 if args.quick else None
     episodes, repeats = (4, 1) if args.quick else (args.episodes, args.repeats)
     cores = os.cpu_count() or 1
-    num_envs_list = args.num_envs or sorted({cores, 4 * cores})
+    # One copy per core, and all episodes at once (many copies per worker amortise the
+    # parent's per-round work; bench/RESULTS.md).
+    num_envs_list = args.num_envs or sorted({cores, 8 * cores, episodes})
 
     make_env = functools.partial(make_cube_env, max_steps)
     env = make_env()

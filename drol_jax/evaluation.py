@@ -107,13 +107,13 @@ def record_videos(env, policy: Policy, num_episodes: int, base_seed: int, frame_
 
 
 def default_num_envs() -> int:
-    """Env copies for vectorized evaluation: one per core (one worker process each).
+    """Env copies for vectorized evaluation when none is given: eight per core.
 
-    More copies than workers are allowed (each worker then steps several envs per message,
-    amortising the messaging), but on the 2-core development machine they did not measure
-    faster and each copy adds start-up time (bench/RESULTS.md).
+    Workers are one per core; several copies per worker amortise the parent's per-round work
+    (on 2 cores: 1 copy per core 1.04x sequential, 24 per core 1.67x; bench/RESULTS.md), at
+    the price of start-up time per copy.
     """
-    return os.cpu_count() or 1
+    return 8 * (os.cpu_count() or 1)
 
 
 def _env_worker(connection, make_env, num_envs: int) -> None:

@@ -154,26 +154,28 @@ def run(settings: RuntimeSettings) -> dict:
     # Other processes on the machine slow every timing down; record how busy it was.
     load_before = os.getloadavg()[0]
     measure = settings.from_bench is None
+    # A bench file (read first, so a bad file fails before any timing) replaces training times.
+    bench = [] if measure else read_bench(settings.from_bench)
+    bench_drol = {r['K']: r['update_ms'] for r in bench if r['agent'] == 'drol'}
+    bench_fql = [r['update_ms'] for r in bench if r['agent'] == 'fql']
     drol_rows = []
     for k in settings.ks:
         overrides = {**shared, 'num_candidates': k}
-        row = time_agent(settings.drol_path, overrides, settings, dataset, measure)
-        drol_rows.append({**row, 'K': k})
+        row = {**time_agent(settings.drol_path, overrides, settings, dataset, measure), 'K': k}
+        if not measure:
+            row['update_ms'] = bench_drol.get(k, float('nan'))
+        drol_rows.append(row)
         print(
             f'DROL K={k:>3}: {row["update_ms"]:.2f} ms/update, '
             f'{row["inference_ms"]:.3f} ms/inference',
             flush=True,
         )
     fql = time_agent(settings.fql_path, shared, settings, dataset, measure)
+    if not measure:
+        fql['update_ms'] = bench_fql[0] if bench_fql else float('nan')
     print(f'FQL: {fql["update_ms"]:.2f} ms/update, {fql["inference_ms"]:.3f} ms/inference')
     source = 'measured here'
     if not measure:
-        bench = read_bench(settings.from_bench)
-        bench_drol = {r['K']: r['update_ms'] for r in bench if r['agent'] == 'drol'}
-        bench_fql = [r['update_ms'] for r in bench if r['agent'] == 'fql']
-        for row in drol_rows:
-            row['update_ms'] = bench_drol.get(row['K'], float('nan'))
-        fql['update_ms'] = bench_fql[0] if bench_fql else float('nan')
         source = f'from {os.path.basename(settings.from_bench)} ({bench[0]["mode"]} mode)'
     return {
         'settings': dataclasses.asdict(settings),
