@@ -9,12 +9,14 @@ The loss is computed the efficient way: a gradient-free pass over all K candidat
 winners, then only the N winners are recomputed with gradients, so the critic and the actor's
 backward pass run on N inputs instead of N*K. Because only the winner enters the loss, this has
 the same value and gradient as differentiating through all N*K candidates (tests check this).
+
+Parameter trees match the official implementation (``modules_actor_onestep_flow``,
+``modules_critic``, ``modules_target_critic``), so its ``params_<step>.pkl`` files restore here.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from typing import Any
 
 import flax
@@ -23,18 +25,19 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from drol_jax.networks import ConditionedPolicy, EnsembleCritic, aggregate_ensemble
-from drol_jax.train_state import (
-    ModuleDict,
-    TrainState,
-    actor_critic_loss,
-    actor_critic_update,
-    nonpytree_field,
+from drol_jax.hyperparameters import at_least, in_interval, integer_at_least, one_of, positive
+from drol_jax.losses import prefixed, td_loss
+from drol_jax.networks import (
+    ConditionedPolicy,
+    EnsembleCritic,
+    aggregate_ensemble,
+    broadcast_states,
 )
+from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """DROL defaults (SPEC 1.6); per-task values are set with ``--agent.<name>=...``."""
+    """DROL defaults (paper, Sec. 5); ``--preset`` and ``--agent.<name>=...`` change them."""
     return ml_collections.ConfigDict(
         dict(
             agent_name='drol',
@@ -56,6 +59,62 @@ def get_config() -> ml_collections.ConfigDict:
             inference_num_candidates=1,  # Best-of-N at test time; 1 means a single pass.
         )
     )
+
+
+HYPERPARAMETER_CHECKS = {
+    'lr': positive(),
+    'discount': in_interval(0, 1),
+    'tau': in_interval(0, 1, low_open=True),
+    'q_agg': one_of('mean', 'min'),
+    'actor_q_agg': one_of('mean', 'min'),
+    'num_candidates': integer_at_least(1, 'K, candidates per state'),
+    'critic_num_candidates': integer_at_least(1),
+    'inference_num_candidates': integer_at_least(1),
+    'bc_coef': at_least(0),
+    'q_coef': at_least(0),
+}
+PROGRESS_METRICS = ('critic/critic_loss', 'actor/bc_loss', 'actor/q')
+
+# Published settings (the authors' production commands). OGBench: every task of a family;
+# DROL(16) keeps K=16, DROL* uses the per-family K. Columns: bc_coef, DROL* K, other settings.
+_OGBENCH = {
+    'antmaze-giant-navigate': (0.03, 1, dict(discount=0.995, q_agg='min')),
+    'antmaze-large-navigate': (0.03, 16, dict(discount=0.995, q_agg='min')),
+    'antsoccer-arena-navigate': (0.1, 4, dict(discount=0.995)),
+    'humanoidmaze-medium-navigate': (0.3, 16, dict(discount=0.995)),
+    'humanoidmaze-large-navigate': (0.3, 4, dict(discount=0.995)),
+    'cube-single-play': (10.0, 16, {}),
+    'cube-double-play': (3.0, 64, {}),
+    'scene-play': (3.0, 64, {}),
+    'puzzle-3x3-play': (0.3, 32, {}),
+    'puzzle-4x4-play': (10.0, 64, {}),
+}
+# D4RL (500k updates). Columns: bc_coef, tuned K, tuned bc_coef, other settings. AntMaze names
+# are spelt out: a pattern such as 'antmaze-large-*' would also match OGBench's antmaze families.
+_ADROIT = dict(q_agg='min')
+_D4RL = {
+    'antmaze-umaze': (0.3, 2, 0.3, {}),
+    'antmaze-umaze-diverse': (0.1, 16, 0.1, {}),
+    'antmaze-medium-play': (0.1, 32, 0.1, {}),
+    'antmaze-medium-diverse': (0.1, 16, 0.1, {}),
+    'antmaze-large-play': (0.1, 16, 0.03, {}),
+    'antmaze-large-diverse': (0.1, 16, 0.03, {}),
+    'pen-*': (1.0, 16, 1.0, _ADROIT),
+    'door-*': (10.0, 8, 10.0, _ADROIT),
+    'hammer-*': (3.0, 8, 3.0, _ADROIT),
+    'relocate-*': (10.0, 32, 10.0, _ADROIT),
+}
+PUBLISHED_SETTINGS = {
+    'paper': {
+        **{f: dict(bc_coef=bc, num_candidates=16, **x) for f, (bc, _, x) in _OGBENCH.items()},
+        **{f: dict(bc_coef=bc, num_candidates=16, **x) for f, (bc, _, _, x) in _D4RL.items()},
+    },
+    'paper-tuned': {
+        **{f: dict(bc_coef=bc, num_candidates=k, **x) for f, (bc, k, x) in _OGBENCH.items()},
+        **{f: dict(bc_coef=bc, num_candidates=k, **x) for f, (_, k, bc, x) in _D4RL.items()},
+    },
+}
+PRESET_LABELS = {'paper': 'DROL(16)', 'paper-tuned': 'DROL*'}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,8 +169,8 @@ def candidate_spread(candidates: jax.Array) -> jax.Array:
 
 
 def routed_actor_loss(
-    policy: Callable[[jax.Array], jax.Array],
-    q_values: Callable[[jax.Array], jax.Array],
+    policy,
+    q_values,
     latents: jax.Array,
     actions: jax.Array,
     *,
@@ -120,7 +179,7 @@ def routed_actor_loss(
     actor_q_agg: str,
     normalize_q_loss: bool,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """DROL's actor loss (SPEC 1.2), winners recomputed with gradients.
+    """DROL's actor loss (paper, Sec. 4), winners recomputed with gradients.
 
     Args:
         policy: raw actor output for one latent per state, ``(N, d) -> (N, d)`` (closes over the
@@ -173,54 +232,45 @@ def routed_actor_loss(
 
 
 class DROLAgent(flax.struct.PyTreeNode):
-    """DROL behind the agent interface of FQL: create, update, total_loss, sample_actions."""
+    """DROL with FQL's agent interface: create, update, total_loss, sample_actions."""
 
     rng: jax.Array
     network: TrainState
     config: Any = nonpytree_field()
 
     def critic_loss(self, batch, grad_params, rng):
-        """TD loss of the critic ensemble (SPEC 1.3)."""
-        frozen = jax.lax.stop_gradient(grad_params)
+        """TD loss of the critic ensemble; next actions from the actor with fresh latents."""
         next_observations = batch['next_observations']
-        num_next = self.config['critic_num_candidates']
         latents = sample_ball_prior(
-            rng, (*next_observations.shape[:-1], num_next), self.config['action_dim']
+            rng,
+            (*next_observations.shape[:-1], self.config['critic_num_candidates']),
+            self.config['action_dim'],
         )
-        tiled_next = jnp.broadcast_to(
-            next_observations[..., None, :], (*latents.shape[:-1], next_observations.shape[-1])
-        )
+        tiled_next = broadcast_states(next_observations, latents.shape[-2])
         next_actions = jnp.clip(
-            self.network.select('actor')(tiled_next, latents, params=frozen), -1, 1
+            self.network.select('actor_onestep_flow')(tiled_next, latents), -1, 1
         )
         next_q = self.network.select('target_critic')(tiled_next, next_actions)  # (E, N, C)
         # With several next candidates, keep the one with the highest pessimistic target Q.
         best = jnp.argmax(next_q.min(axis=0), axis=-1)
         next_q = jnp.take_along_axis(next_q, best[None, :, None], axis=-1)[..., 0]
         next_q = aggregate_ensemble(next_q, self.config['q_agg'])
-        target = batch['rewards'] + self.config['discount'] * batch['masks'] * next_q
 
         q = self.network.select('critic')(
             batch['observations'], batch['actions'], params=grad_params
         )
-        critic_loss = jnp.mean((q - target) ** 2)
-        return critic_loss, {
-            'critic_loss': critic_loss,
-            'q_mean': q.mean(),
-            'q_max': q.max(),
-            'q_min': q.min(),
-            'target_mean': target.mean(),
-        }
+        return td_loss(q, batch['rewards'], batch['masks'], next_q, self.config['discount'])
 
     def actor_loss(self, batch, grad_params, rng):
-        """Routed BC + winner Q loss (SPEC 1.2); the critic gets no gradient from it."""
+        """Routed BC + winner Q loss; the critic gets no gradient from it."""
         observations, actions = batch['observations'], batch['actions']
         latents = sample_ball_prior(
             rng, (actions.shape[0], self.config['num_candidates']), self.config['action_dim']
         )
         frozen = jax.lax.stop_gradient(grad_params)
+        actor = self.network.select('actor_onestep_flow')
         return routed_actor_loss(
-            policy=lambda z: self.network.select('actor')(observations, z, params=grad_params),
+            policy=lambda z: actor(observations, z, params=grad_params),
             q_values=lambda a: self.network.select('critic')(observations, a, params=frozen),
             latents=latents,
             actions=actions,
@@ -233,32 +283,39 @@ class DROLAgent(flax.struct.PyTreeNode):
     @jax.jit
     def total_loss(self, batch, grad_params, rng=None):
         """Critic loss + actor loss, with ``critic/...`` and ``actor/...`` diagnostics."""
-        return actor_critic_loss(self, batch, grad_params, self.rng if rng is None else rng)
+        rng = self.rng if rng is None else rng
+        actor_rng, critic_rng = jax.random.split(rng)
+        critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
+        actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
+        return critic_loss + actor_loss, prefixed(critic=critic_info, actor=actor_info)
 
     @jax.jit
     def update(self, batch):
         """One gradient step on all parameters, then the target-critic EMA."""
-        return actor_critic_update(self, batch)
+        new_rng, rng = jax.random.split(self.rng)
+        network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
+        network = target_update(network, 'critic', self.config['tau'])
+        return self.replace(network=network, rng=new_rng), info
 
     @jax.jit
     def sample_actions(self, observations, seed=None, temperature=1.0):
-        """``clip(pi(s, z))`` with one latent per state; best-of-N if configured (SPEC 1.4).
+        """``clip(pi(s, z))`` with one latent per state; best-of-N by Q if configured.
 
-        ``temperature`` scales the latent (0 gives the actor's output at the ball's centre).
+        ``temperature`` is accepted for the interface and ignored, as in the official agents,
+        so FQL's evaluation loop (which passes 0) evaluates the policy the paper evaluates.
         """
+        del temperature
         seed = self.rng if seed is None else seed
         num = self.config['inference_num_candidates']
-        batch_shape = observations.shape[:-1]
+        actor = self.network.select('actor_onestep_flow')
         if num == 1:
-            latents = temperature * sample_ball_prior(seed, batch_shape, self.config['action_dim'])
-            return jnp.clip(self.network.select('actor')(observations, latents), -1, 1)
-        latents = temperature * sample_ball_prior(
-            seed, (*batch_shape, num), self.config['action_dim']
+            latents = sample_ball_prior(seed, observations.shape[:-1], self.config['action_dim'])
+            return jnp.clip(actor(observations, latents), -1, 1)
+        latents = sample_ball_prior(
+            seed, (*observations.shape[:-1], num), self.config['action_dim']
         )
-        tiled = jnp.broadcast_to(
-            observations[..., None, :], (*latents.shape[:-1], observations.shape[-1])
-        )
-        candidates = jnp.clip(self.network.select('actor')(tiled, latents), -1, 1)
+        tiled = broadcast_states(observations, num)
+        candidates = jnp.clip(actor(tiled, latents), -1, 1)
         q = aggregate_ensemble(
             self.network.select('critic')(tiled, candidates), self.config['actor_q_agg']
         )
@@ -270,12 +327,11 @@ class DROLAgent(flax.struct.PyTreeNode):
         """Initialise the actor, critic ensemble and target critic from example inputs."""
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         action_dim = ex_actions.shape[-1]
-        actor_def = ConditionedPolicy(
-            config['actor_hidden_dims'], action_dim, layer_norm=config['actor_layer_norm']
-        )
         critic_def = EnsembleCritic(config['value_hidden_dims'], layer_norm=config['layer_norm'])
         modules = {
-            'actor': actor_def,
+            'actor_onestep_flow': ConditionedPolicy(
+                config['actor_hidden_dims'], action_dim, layer_norm=config['actor_layer_norm']
+            ),
             'critic': critic_def,
             'target_critic': copy.deepcopy(critic_def),
         }

@@ -3,6 +3,10 @@
 A behaviour-cloning flow policy ``v(s, x_t, t)`` is trained with flow matching; a one-step policy
 ``mu(s, z)`` (``z ~ N(0, I)``) is distilled from the flow's Euler-integrated actions on the same
 noise and pushed up the critic. Inference is one pass of the one-step policy.
+
+Parameter trees match the official implementation (``modules_actor_bc_flow``,
+``modules_actor_onestep_flow``, ``modules_critic``, ``modules_target_critic``), so its
+``params_<step>.pkl`` files restore here.
 """
 
 from __future__ import annotations
@@ -16,18 +20,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from drol_jax.hyperparameters import at_least, in_interval, integer_at_least, one_of, positive
+from drol_jax.losses import prefixed, td_loss
 from drol_jax.networks import ConditionedPolicy, EnsembleCritic, aggregate_ensemble
-from drol_jax.train_state import (
-    ModuleDict,
-    TrainState,
-    actor_critic_loss,
-    actor_critic_update,
-    nonpytree_field,
-)
+from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 
 def get_config() -> ml_collections.ConfigDict:
-    """FQL defaults (SPEC 2); per-task ``alpha`` etc. are set with ``--agent.<name>=...``."""
+    """FQL defaults (FQL paper, Appendix); ``--preset`` and ``--agent.<name>=...`` change them."""
     return ml_collections.ConfigDict(
         dict(
             agent_name='fql',
@@ -47,30 +47,73 @@ def get_config() -> ml_collections.ConfigDict:
     )
 
 
+HYPERPARAMETER_CHECKS = {
+    'lr': positive(),
+    'discount': in_interval(0, 1),
+    'tau': in_interval(0, 1, low_open=True),
+    'q_agg': one_of('mean', 'min'),
+    'alpha': at_least(0),
+    'flow_steps': integer_at_least(1, 'Euler steps of the teacher flow'),
+}
+PROGRESS_METRICS = ('critic/critic_loss', 'actor/bc_flow_loss', 'actor/q')
+
+# Published settings (FQL paper, Appendix; the same alpha for every task of a family).
+_LOCOMOTION = dict(discount=0.995)
+_MIN = dict(q_agg='min')
+_PAPER = {
+    'antmaze-giant-navigate': dict(alpha=10.0, **_LOCOMOTION, **_MIN),
+    'antmaze-large-navigate': dict(alpha=10.0, **_MIN),
+    'antsoccer-arena-navigate': dict(alpha=10.0, **_LOCOMOTION),
+    'humanoidmaze-medium-navigate': dict(alpha=30.0, **_LOCOMOTION),
+    'humanoidmaze-large-navigate': dict(alpha=30.0, **_LOCOMOTION),
+    'cube-single-play': dict(alpha=300.0),
+    'cube-double-play': dict(alpha=300.0),
+    'scene-play': dict(alpha=300.0),
+    'puzzle-3x3-play': dict(alpha=1000.0),
+    'puzzle-4x4-play': dict(alpha=1000.0),
+    'antmaze-umaze': dict(alpha=10.0),
+    'antmaze-umaze-diverse': dict(alpha=10.0),
+    'antmaze-medium-play': dict(alpha=10.0),
+    'antmaze-medium-diverse': dict(alpha=10.0),
+    'antmaze-large-play': dict(alpha=3.0),
+    'antmaze-large-diverse': dict(alpha=3.0),
+    'pen-human': dict(alpha=10000.0, **_MIN),
+    'pen-cloned': dict(alpha=10000.0, **_MIN),
+    'pen-expert': dict(alpha=3000.0, **_MIN),
+    'door-*': dict(alpha=30000.0, **_MIN),
+    'hammer-human': dict(alpha=30000.0, **_MIN),
+    'hammer-cloned': dict(alpha=10000.0, **_MIN),
+    'hammer-expert': dict(alpha=30000.0, **_MIN),
+    'relocate-human': dict(alpha=10000.0, **_MIN),
+    'relocate-cloned': dict(alpha=30000.0, **_MIN),
+    'relocate-expert': dict(alpha=30000.0, **_MIN),
+}
+# FQL has one published setting per task, so the tuned preset is the same table.
+PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER}
+PRESET_LABELS = {'paper': 'FQL', 'paper-tuned': 'FQL'}
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent.
+
+
 class FQLAgent(flax.struct.PyTreeNode):
-    """FQL with the agent interface: ``create``, ``update``, ``total_loss``, ``sample_actions``."""
+    """FQL with FQL's agent interface: create, update, total_loss, sample_actions."""
 
     rng: jax.Array
     network: TrainState
     config: Any = nonpytree_field()
 
     def critic_loss(self, batch, grad_params, rng):
-        """TD loss of the critic ensemble with the one-step policy's next action."""
+        """TD loss of the critic ensemble; next actions from the one-step policy."""
         next_actions = self.sample_actions(batch['next_observations'], seed=rng)
         next_q = self.network.select('target_critic')(batch['next_observations'], next_actions)
         next_q = aggregate_ensemble(next_q, self.config['q_agg'])
-        target = batch['rewards'] + self.config['discount'] * batch['masks'] * next_q
+
         q = self.network.select('critic')(
             batch['observations'], batch['actions'], params=grad_params
         )
-        critic_loss = jnp.mean((q - target) ** 2)
-        return critic_loss, {
-            'critic_loss': critic_loss,
-            'q_mean': q.mean(),
-            'q_max': q.max(),
-            'q_min': q.min(),
-            'target_mean': target.mean(),
-        }
+        return td_loss(q, batch['rewards'], batch['masks'], next_q, self.config['discount'])
 
     def actor_loss(self, batch, grad_params, rng):
         """Flow-matching BC + alpha * distillation + Q loss of the one-step policy."""
@@ -81,12 +124,14 @@ class FQLAgent(flax.struct.PyTreeNode):
         x_0 = jax.random.normal(x_rng, (batch_size, action_dim))
         t = jax.random.uniform(t_rng, (batch_size, 1))
         x_t = (1 - t) * x_0 + t * actions
-        velocity = self.network.select('flow')(observations, x_t, t, params=grad_params)
+        velocity = self.network.select('actor_bc_flow')(observations, x_t, t, params=grad_params)
         bc_flow_loss = jnp.mean((velocity - (actions - x_0)) ** 2)
 
         noises = jax.random.normal(noise_rng, (batch_size, action_dim))
         teacher = jax.lax.stop_gradient(self.compute_flow_actions(observations, noises))
-        student = self.network.select('onestep')(observations, noises, params=grad_params)
+        student = self.network.select('actor_onestep_flow')(
+            observations, noises, params=grad_params
+        )
         distill_loss = jnp.mean((student - teacher) ** 2)
 
         student = jnp.clip(student, -1, 1)
@@ -110,12 +155,19 @@ class FQLAgent(flax.struct.PyTreeNode):
     @jax.jit
     def total_loss(self, batch, grad_params, rng=None):
         """Critic loss + actor loss, with ``critic/...`` and ``actor/...`` diagnostics."""
-        return actor_critic_loss(self, batch, grad_params, self.rng if rng is None else rng)
+        rng = self.rng if rng is None else rng
+        actor_rng, critic_rng = jax.random.split(rng)
+        critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
+        actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
+        return critic_loss + actor_loss, prefixed(critic=critic_info, actor=actor_info)
 
     @jax.jit
     def update(self, batch):
         """One gradient step on all parameters, then the target-critic EMA."""
-        return actor_critic_update(self, batch)
+        new_rng, rng = jax.random.split(self.rng)
+        network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
+        network = target_update(network, 'critic', self.config['tau'])
+        return self.replace(network=network, rng=new_rng), info
 
     @jax.jit
     def compute_flow_actions(self, observations, noises):
@@ -124,19 +176,22 @@ class FQLAgent(flax.struct.PyTreeNode):
 
         def euler_step(actions, i):
             t = jnp.full((*observations.shape[:-1], 1), i / steps)
-            return actions + self.network.select('flow')(observations, actions, t) / steps, None
+            velocity = self.network.select('actor_bc_flow')(observations, actions, t)
+            return actions + velocity / steps, None
 
         actions, _ = jax.lax.scan(euler_step, noises, jnp.arange(steps))
         return jnp.clip(actions, -1, 1)
 
     @jax.jit
     def sample_actions(self, observations, seed=None, temperature=1.0):
-        """``clip(mu(s, z))`` with ``z ~ N(0, temperature^2 I)``: one pass."""
+        """``clip(mu(s, z))`` with ``z ~ N(0, I)``: one pass.
+
+        ``temperature`` is accepted for the interface and ignored, as in the official agent.
+        """
+        del temperature
         seed = self.rng if seed is None else seed
-        noises = temperature * jax.random.normal(
-            seed, (*observations.shape[:-1], self.config['action_dim'])
-        )
-        return jnp.clip(self.network.select('onestep')(observations, noises), -1, 1)
+        noises = jax.random.normal(seed, (*observations.shape[:-1], self.config['action_dim']))
+        return jnp.clip(self.network.select('actor_onestep_flow')(observations, noises), -1, 1)
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config):
@@ -147,14 +202,16 @@ class FQLAgent(flax.struct.PyTreeNode):
         policy_args = (config['actor_hidden_dims'], action_dim)
         critic_def = EnsembleCritic(config['value_hidden_dims'], layer_norm=config['layer_norm'])
         modules = {
-            'flow': ConditionedPolicy(*policy_args, layer_norm=config['actor_layer_norm']),
-            'onestep': ConditionedPolicy(*policy_args, layer_norm=config['actor_layer_norm']),
+            'actor_bc_flow': ConditionedPolicy(*policy_args, layer_norm=config['actor_layer_norm']),
+            'actor_onestep_flow': ConditionedPolicy(
+                *policy_args, layer_norm=config['actor_layer_norm']
+            ),
             'critic': critic_def,
             'target_critic': copy.deepcopy(critic_def),
         }
         inputs = {
-            'flow': (ex_observations, ex_actions, ex_times),
-            'onestep': (ex_observations, ex_actions),
+            'actor_bc_flow': (ex_observations, ex_actions, ex_times),
+            'actor_onestep_flow': (ex_observations, ex_actions),
             'critic': (ex_observations, ex_actions),
             'target_critic': (ex_observations, ex_actions),
         }

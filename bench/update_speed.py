@@ -4,11 +4,11 @@ Modes (one row each):
   host   one jit call per update with a batch gathered on the host (FQL's loop,
          ``drol_jax.train.host_loop_updates``);
   fused  blocks of updates fused in one compiled loop on device-resident data
-         (``drol_jax.train.make_train_block``, one stacked seed);
+         (``drol_jax.updates.make_train_block``, one stacked seed);
   naive  DROL with the reference full-K actor loss that differentiates through all N*K
          clipped candidates (winner picked from that tensor, Q of the winner only), fused blocks;
   naive-allq  as naive, but the critic scores all N*K candidates and the winner's Q is taken
-         from that (the formulation of the official implementation, SPEC 5's ~63 GFLOP naive
+         from that (the formulation of the official implementation, the ~63 GFLOP naive
          form), fused blocks. This is the issue's mode (c) and a default row.
 
 FLOP counting (matmuls only; biases, activations, LayerNorm, Adam are ignored): a dense layer
@@ -43,6 +43,7 @@ from drol_jax import train  # noqa: E402
 from drol_jax.analysis.runtime import machine_description  # noqa: E402
 from drol_jax.data import random_transitions, to_device  # noqa: E402
 from drol_jax.networks import aggregate_ensemble  # noqa: E402
+from drol_jax.updates import make_train_block, stack_agents  # noqa: E402
 
 OBS_DIM, ACTION_DIM = 28, 5
 DATASET_SIZE = 10_000
@@ -53,7 +54,7 @@ DATASET_SIZE = 10_000
 
 
 class NaiveDROLAgent(drol.DROLAgent):
-    """DROL whose actor loss differentiates through all N*K candidates (SPEC 1.2, naive form).
+    """DROL whose actor loss differentiates through all N*K candidates (paper, Sec. 4; naive form).
 
     Same latents (same rng use) as ``DROLAgent.actor_loss``, so loss and gradients agree with
     the winner-recompute formulation to float32 rounding; only the cost differs.
@@ -74,7 +75,7 @@ class NaiveDROLAgent(drol.DROLAgent):
             observations[:, None, :], (num_states, num_candidates, observations.shape[-1])
         )
         candidates = jnp.clip(
-            self.network.select('actor')(tiled, latents, params=grad_params), -1, 1
+            self.network.select('actor_onestep_flow')(tiled, latents, params=grad_params), -1, 1
         )
         distances = drol.candidate_distances(candidates, actions)
         winners = drol.route_to_nearest(jax.lax.stop_gradient(distances))
@@ -188,7 +189,7 @@ def host_runner(agent, dataset, updates: int, batch: int):
 
 def fused_runner(agents, data, updates: int, batch: int):
     """A call that runs one fused block of ``updates`` updates (``agents`` stacked by seed)."""
-    block = train.make_train_block(batch)
+    block = make_train_block(batch)
     num_seeds = jax.tree_util.tree_leaves(agents)[0].shape[0]
     state = {
         'agents': agents,
@@ -275,9 +276,7 @@ def update_table(args, hidden) -> None:
         if mode == 'host':
             runners.append(host_runner(agent, dataset, args.updates, args.batch))
         else:
-            runners.append(
-                fused_runner(train.stack_agents([agent]), data, args.updates, args.batch)
-            )
+            runners.append(fused_runner(stack_agents([agent]), data, args.updates, args.batch))
     times = time_round_robin(runners, args.repeats)
     peak_flop = 2 * peak_size(args) ** 3
     peak = peak_flop / min(times[0]) / 1e9
@@ -317,7 +316,7 @@ def seeds_table(args, hidden) -> None:
     for kind in ('drol', 'fql'):
         k = args.ks[0] if kind == 'drol' else 0
         for num_seeds in args.seeds:
-            agents = train.stack_agents(
+            agents = stack_agents(
                 [make_agent(kind, k, hidden, args.batch, seed=s) for s in range(num_seeds)]
             )
             specs.append((kind, k, num_seeds))
@@ -348,7 +347,7 @@ def xla_gflop(compiled_fn, *args) -> float:
 
 def drol_parts(agent, batch, num_candidates: int) -> list[tuple[str, Callable, tuple]]:
     """(name, jitted function, arguments) of the parts of one DROL update."""
-    params, actor = agent.network.params, agent.network.select('actor')
+    params, actor = agent.network.params, agent.network.select('actor_onestep_flow')
     observations, actions = batch['observations'], batch['actions']
     num_states = actions.shape[0]
     latents = drol.sample_ball_prior(
@@ -361,7 +360,7 @@ def drol_parts(agent, batch, num_candidates: int) -> list[tuple[str, Callable, t
         return jnp.clip(candidates, -1, 1)
 
     def routing_matmuls(p, z):
-        layers = p['modules_actor']['MLP_0']
+        layers = p['modules_actor_onestep_flow']['mlp']
         tiled = jnp.broadcast_to(observations[:, None], (*z.shape[:2], OBS_DIM))
         x = jnp.concatenate([tiled, z], axis=-1)
         for i in range(len(layers)):

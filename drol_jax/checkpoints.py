@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import pickle
 import re
+import sys
 from typing import Any
 
 import flax.serialization
+import jax
 
 from drol_jax.errors import UserError
+from drol_jax.files import write_atomic
 
 CHECKPOINT_PATTERN = 'checkpoint_{step}.msgpack'
 
@@ -25,14 +29,8 @@ def save(run_dir: str, step: int, state: dict[str, Any]) -> str:
 
     A write killed half-way leaves only the temp file, which ``latest`` never picks up.
     """
-    path = checkpoint_path(run_dir, step)
-    tmp = f'{path}.tmp'
-    with open(tmp, 'wb') as f:
-        f.write(flax.serialization.msgpack_serialize(flax.serialization.to_state_dict(state)))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    payload = flax.serialization.msgpack_serialize(flax.serialization.to_state_dict(state))
+    return write_atomic(checkpoint_path(run_dir, step), lambda f: f.write(payload))
 
 
 def saved_steps(run_dir: str) -> list[int]:
@@ -55,27 +53,78 @@ def load(path: str, target: dict[str, Any]) -> dict[str, Any]:
         raise UserError(f'cannot load checkpoint {path}: {type(e).__name__}: {e}') from e
 
 
+def official_params_path(folder: str, step: int) -> str:
+    """Path of an official DROL/FQL parameter file: ``params_<step>.pkl``."""
+    return os.path.join(folder, f'params_{step}.pkl')
+
+
+def agent_state_from_checkpoint(path: str, seed_index: int = 0) -> dict:
+    """One seed's agent state dict from our checkpoint (its leading axis stacks the seeds)."""
+    try:
+        with open(path, 'rb') as f:
+            raw = flax.serialization.msgpack_restore(f.read())
+        return jax.tree_util.tree_map(lambda x: x[seed_index], raw['agents'])
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise UserError(f'cannot read agent {seed_index} of checkpoint {path}: {e}') from e
+
+
 def restore_agent(agent, restore_path: str, restore_epoch: int):
     """Load agent parameters the way FQL does, from ``params_<epoch>.pkl`` or our checkpoint.
 
-    FQL's files are pickles of ``{'agent': state_dict}``; our checkpoints hold the (seed-stacked)
-    agents, of which the first seed is used.
+    The official files are pickles of ``{'agent': flax.serialization.to_state_dict(agent)}``;
+    our parameter trees are the official ones, so they load as they are. From our checkpoints
+    the first seed is used.
     """
-    fql_file = os.path.join(restore_path, f'params_{restore_epoch}.pkl')
+    official = official_params_path(restore_path, restore_epoch)
     ours = checkpoint_path(restore_path, restore_epoch)
-    if os.path.exists(fql_file):
-        with open(fql_file, 'rb') as f:
-            return flax.serialization.from_state_dict(agent, pickle.load(f)['agent'])
-    if os.path.exists(ours):
-        with open(ours, 'rb') as f:
-            raw = flax.serialization.msgpack_restore(f.read())
-        first_seed = jax_tree_first(raw['agents'])
-        return flax.serialization.from_state_dict(agent, first_seed)
-    raise UserError(f'--restore_path: neither {fql_file} nor {ours} exists.')
+    if os.path.exists(official):
+        with open(official, 'rb') as f:
+            state = pickle.load(f)['agent']
+    elif os.path.exists(ours):
+        state = agent_state_from_checkpoint(ours)
+    else:
+        raise UserError(f'--restore_path: neither {official} nor {ours} exists.')
+    try:
+        return flax.serialization.from_state_dict(agent, state)
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(
+            f'--restore_path: the parameters in {restore_path} do not fit this agent '
+            f'(another agent file or other network sizes?): {e}'
+        ) from e
 
 
-def jax_tree_first(state_dict: dict) -> dict:
-    """The first entry along the leading (seed) axis of every array in a nested state dict."""
-    if isinstance(state_dict, dict):
-        return {k: jax_tree_first(v) for k, v in state_dict.items()}
-    return state_dict[0]
+def export_official(run_dir: str, step: int, out_dir: str, seed_index: int = 0) -> str:
+    """Write one seed of our checkpoint as the official agents' ``params_<step>.pkl``."""
+    state = agent_state_from_checkpoint(checkpoint_path(run_dir, step), seed_index)
+    os.makedirs(out_dir, exist_ok=True)
+    payload = pickle.dumps({'agent': state})
+    return write_atomic(official_params_path(out_dir, step), lambda f: f.write(payload))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m drol_jax.checkpoints export RUN_DIR --step N --out DIR [--seed_index I]``."""
+    parser = argparse.ArgumentParser(
+        prog='python -m drol_jax.checkpoints',
+        description='Export a checkpoint as the official DROL/FQL params_<step>.pkl.',
+    )
+    commands = parser.add_subparsers(dest='command', required=True)
+    export = commands.add_parser('export', help='write params_<step>.pkl for the official code')
+    export.add_argument('run_dir', help='a run folder holding checkpoint_<step>.msgpack')
+    export.add_argument('--step', type=int, help='checkpoint step (default: the latest)')
+    export.add_argument('--out', required=True, help='folder for params_<step>.pkl')
+    export.add_argument('--seed_index', type=int, default=0, help='which seed of the file')
+    args = parser.parse_args(argv)
+    try:
+        steps = saved_steps(args.run_dir)
+        step = args.step if args.step is not None else (steps[-1] if steps else None)
+        if step is None:
+            raise UserError(f'no checkpoint in {args.run_dir}.')
+        print(export_official(args.run_dir, step, args.out, args.seed_index))
+    except UserError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

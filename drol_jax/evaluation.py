@@ -4,20 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
+
+from drol_jax import seeding
+from drol_jax.seeding import episode_seed
 
 # policy(observations (B, obs_dim), episode_ids (B,), step_ids (B,)) -> actions (B, action_dim).
 # Keying the policy's randomness by (episode, step) makes results independent of how episodes
 # are spread over env copies.
 Policy = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
-
-
-def episode_seed(base_seed: int, episode: int) -> int:
-    """Env reset seed of an evaluation episode."""
-    return base_seed * 100_003 + episode
 
 
 def run_episode(env, policy: Policy, episode: int, base_seed: int, render_every: int = 0):
@@ -340,7 +341,7 @@ def evaluate_vectorized(
 ) -> dict[str, float]:
     """``evaluate_sequential``'s statistics from ``num_envs`` env copies in worker processes.
 
-    ``num_envs`` defaults to ``default_num_envs()`` (one per core; one worker process per
+    ``num_envs`` defaults to ``default_num_envs()`` (eight per core, in one worker process per
     core in any case). The result equals ``evaluate_sequential(make_env(), policy, num_episodes,
     base_seed, ...)`` for a policy keyed by (episode, step): episodes are summarised in episode
     order, so even the float sums match. To reuse workers across evaluations, keep an
@@ -350,3 +351,100 @@ def evaluate_vectorized(
         make_env, policy, num_episodes, base_seed, num_envs, progress
     )
     return summarize(episodes, normalize_score)
+
+
+@jax.jit
+def _policy_actions(agent, base_key, observations, episodes, env_steps):
+    """Actions for a batch of observations, each keyed by its (episode, env step)."""
+    keys = jax.vmap(lambda e, t: jax.random.fold_in(jax.random.fold_in(base_key, e), t))(
+        episodes, env_steps
+    )
+    return jax.vmap(lambda o, k: agent.sample_actions(o, seed=k))(observations, keys)
+
+
+def make_policy(agent, seed: int, step: int) -> Policy:
+    """An evaluation policy whose randomness is keyed by (seed, step, episode, env step)."""
+    base_key = seeding.eval_actions_key(seed, step)
+    return lambda o, e, t: np.asarray(
+        _policy_actions(agent, base_key, jnp.asarray(o, jnp.float32), e, t)
+    )
+
+
+def save_videos(run_dir: str, step: int, videos: list[list[np.ndarray]]) -> None:
+    """Save rendered episodes as GIFs in ``run_dir/videos``."""
+    if not videos:
+        return
+    import imageio.v2 as imageio
+
+    os.makedirs(os.path.join(run_dir, 'videos'), exist_ok=True)
+    for index, frames in enumerate(videos):
+        imageio.mimsave(os.path.join(run_dir, 'videos', f'step{step}_episode{index}.gif'), frames)
+
+
+class Evaluator:
+    """Evaluates a run's policies on its own env (or env copies in worker processes).
+
+    Envs and workers are created on first use and kept: starting MuJoCo workers costs seconds.
+    Use as a context manager so the workers are closed.
+    """
+
+    def __init__(
+        self,
+        make_env: Callable[[], object],
+        num_episodes: int,
+        num_envs: int,
+        normalize_score: Callable[[float], float] | None,
+        video_episodes: int = 0,
+        video_frame_skip: int = 3,
+        progress: bool = True,
+    ):
+        self.make_env = make_env
+        self.num_episodes = num_episodes
+        self.num_envs = num_envs
+        self.normalize_score = normalize_score
+        self.video_episodes = video_episodes
+        self.video_frame_skip = video_frame_skip
+        self.progress = progress
+        self.env = None
+        self.workers: EnvWorkers | None = None
+        self.render_ok: bool | None = None
+
+    def __enter__(self) -> Evaluator:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.workers is not None:
+            self.workers.close()
+
+    def evaluate(self, agent, seed: int, step: int, run_dir: str) -> dict[str, float]:
+        """``evaluation/...`` statistics of one seed's policy (and its videos, if asked for)."""
+        if self.env is None:
+            self.env = self.make_env()
+        if self.num_envs > 1 and self.workers is None:
+            self.workers = EnvWorkers(self.make_env, self.num_envs)
+        policy = make_policy(agent, seed, step)
+        if self.workers is None:
+            stats = evaluate_sequential(
+                self.env, policy, self.num_episodes, seed, self.normalize_score, self.progress
+            )
+        else:
+            episodes = self.workers.run_episodes(policy, self.num_episodes, seed, self.progress)
+            stats = summarize(episodes, self.normalize_score)
+        if self.video_episodes and self.can_render():
+            videos = record_videos(
+                self.env, policy, self.video_episodes, seed, self.video_frame_skip
+            )
+            save_videos(run_dir, step, videos)
+        return {f'evaluation/{k}': v for k, v in stats.items()}
+
+    def can_render(self) -> bool:
+        """Whether videos can be recorded; checked once, with a warning if not."""
+        if self.render_ok is None:
+            self.render_ok = rendering_works(self.make_env)
+            if not self.render_ok:
+                warnings.warn(
+                    'video rendering does not work here (no display or GL backend); set '
+                    'MUJOCO_GL=egl or MUJOCO_GL=osmesa. Continuing without videos.',
+                    stacklevel=2,
+                )
+        return self.render_ok

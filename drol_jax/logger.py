@@ -6,6 +6,8 @@ import csv
 import os
 from typing import Any
 
+from drol_jax.files import write_atomic
+
 
 class CsvLogger:
     """Append rows with a fixed header (taken from the first row) and a ``step`` column.
@@ -44,10 +46,7 @@ class CsvLogger:
         header, body = rows[0], rows[1:]
         step_col = header.index('step')
         kept = [r for r in body if int(float(r[step_col])) <= step]
-        tmp = f'{self.path}.tmp'
-        with open(tmp, 'w', newline='') as f:
-            csv.writer(f).writerows([header, *kept])
-        os.replace(tmp, self.path)
+        write_atomic(self.path, lambda f: csv.writer(f).writerows([header, *kept]), mode='w')
 
 
 def _plain(value: Any) -> Any:

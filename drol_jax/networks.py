@@ -1,4 +1,9 @@
-"""Networks shared by the agents: MLP, conditioned policy heads, ensemble critic."""
+"""Networks shared by the agents: MLP, conditioned policy heads, ensemble critic.
+
+Parameter names follow the official DROL and FQL code, so checkpoints move both ways: a policy
+head keeps its layers under ``mlp/Dense_i`` and the critic under ``value_net/Dense_i`` and
+``value_net/LayerNorm_i`` with the ensemble on the leading axis of every array.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +56,7 @@ class ConditionedPolicy(nn.Module):
     def __call__(self, observations: jnp.ndarray, *conditions: jnp.ndarray) -> jnp.ndarray:
         """Map states and conditioning vectors (same leading shape) to outputs."""
         x = jnp.concatenate([observations, *conditions], axis=-1)
-        return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm)(x)
+        return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm, name='mlp')(x)
 
 
 class EnsembleCritic(nn.Module):
@@ -73,7 +78,8 @@ class EnsembleCritic(nn.Module):
             axis_size=self.num_ensembles,
         )
         x = jnp.concatenate([observations, actions], axis=-1)
-        return ensemble((*self.hidden_dims, 1), layer_norm=self.layer_norm)(x)[..., 0]
+        value_net = ensemble((*self.hidden_dims, 1), layer_norm=self.layer_norm, name='value_net')
+        return value_net(x)[..., 0]
 
 
 def aggregate_ensemble(q_values: jnp.ndarray, how: str) -> jnp.ndarray:
@@ -81,3 +87,13 @@ def aggregate_ensemble(q_values: jnp.ndarray, how: str) -> jnp.ndarray:
     if how not in ('min', 'mean'):
         raise ValueError(f"ensemble aggregation must be 'min' or 'mean', got {how!r}")
     return q_values.min(axis=0) if how == 'min' else q_values.mean(axis=0)
+
+
+def broadcast_states(observations: jnp.ndarray, num: int) -> jnp.ndarray:
+    """Repeat each state ``num`` times on a new axis: ``(..., obs) -> (..., num, obs)``.
+
+    Lets one batched network call evaluate ``num`` latents (or actions) per state.
+    """
+    return jnp.broadcast_to(
+        observations[..., None, :], (*observations.shape[:-1], num, observations.shape[-1])
+    )

@@ -1,5 +1,9 @@
 """A train state over a dict of modules: one optimizer for all parameters, target EMA.
 
+The layout is FQL's (``TrainState`` with ``step``, ``params``, ``opt_state``; modules stored as
+``modules_<name>``), so ``flax.serialization.to_state_dict`` of an agent matches the official
+agents' checkpoints.
+
 Agents keep every network (actor, critic, target critic, ...) in one ``ModuleDict`` so that the
 whole agent is a single parameter tree updated by a single optimizer, and call a submodule
 with ``state.select('critic')(obs, actions, params=...)``.
@@ -49,7 +53,6 @@ class TrainState(flax.struct.PyTreeNode):
     params: Params
     opt_state: Any
     apply_fn: Callable = nonpytree_field()
-    model_def: nn.Module = nonpytree_field()
     tx: optax.GradientTransformation = nonpytree_field()
 
     @classmethod
@@ -58,7 +61,6 @@ class TrainState(flax.struct.PyTreeNode):
         return cls(
             step=jnp.zeros((), jnp.int32),
             apply_fn=model_def.apply,
-            model_def=model_def,
             params=params,
             tx=tx,
             opt_state=tx.init(params),
@@ -91,25 +93,3 @@ def target_update(state: TrainState, module_name: str, tau: float) -> TrainState
     target = state.params[f'modules_target_{module_name}']
     averaged = jax.tree_util.tree_map(lambda o, t: tau * o + (1 - tau) * t, online, target)
     return state.replace(params={**state.params, f'modules_target_{module_name}': averaged})
-
-
-def actor_critic_loss(agent, batch, grad_params, rng):
-    """``agent.critic_loss + agent.actor_loss`` on independent RNG streams.
-
-    The shared body of an actor-critic agent's ``total_loss``: diagnostics are prefixed with
-    ``critic/`` and ``actor/`` (FQL's metric names).
-    """
-    actor_rng, critic_rng = jax.random.split(rng)
-    critic_loss, critic_info = agent.critic_loss(batch, grad_params, critic_rng)
-    actor_loss, actor_info = agent.actor_loss(batch, grad_params, actor_rng)
-    info = {f'critic/{k}': v for k, v in critic_info.items()}
-    info |= {f'actor/{k}': v for k, v in actor_info.items()}
-    return critic_loss + actor_loss, info
-
-
-def actor_critic_update(agent, batch):
-    """One optimizer step on ``agent.total_loss``, then the target-critic EMA (rate ``tau``)."""
-    new_rng, rng = jax.random.split(agent.rng)
-    network, info = agent.network.apply_loss_fn(lambda p: agent.total_loss(batch, p, rng=rng))
-    network = target_update(network, 'critic', agent.config['tau'])
-    return agent.replace(network=network, rng=new_rng), info

@@ -1,14 +1,12 @@
 """Shared pieces of the analysis figures: loading an agent file, fused training, candidates.
 
 The library never imports ``agents/``: every tool receives the agent file path, loads the class
-with ``load_agent_class`` and reaches DROL's pure routing helpers through the class's module.
+with ``load_agent_file`` and reaches DROL's pure routing helpers through the class's module.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -17,15 +15,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drol_jax.agent_loading import load_agent_class
-from drol_jax.config_checks import check_agent_config
+from drol_jax import seeding
+from drol_jax.agent_file import AgentFile, load_agent_file
 from drol_jax.data import to_device
 from drol_jax.errors import AgentFileError, NonFiniteLossError
-from drol_jax.train import first_nonfinite, make_train_block, stack_agents, unstack_agent
-
-# Offsets that keep the sampler and evaluation keys apart from the agents' own seeds.
-SAMPLER_KEY_OFFSET = 10_007
-EVAL_KEY_OFFSET = 40_009
+from drol_jax.files import write_json_atomic
+from drol_jax.hyperparameters import check_agent_config
+from drol_jax.networks import broadcast_states
+from drol_jax.updates import first_nonfinite, make_train_block, stack_agents, unstack_agent
 
 
 class RoutingHelpers(NamedTuple):
@@ -37,10 +34,11 @@ class RoutingHelpers(NamedTuple):
 
 
 class LoadedAgent(NamedTuple):
-    """An agent class with its file's module (for ``get_config`` and pure helpers)."""
+    """An agent file: its class, module (``get_config``, pure helpers) and checks."""
 
     agent_class: type
     module: Any
+    agent_file: AgentFile
 
     def config(self, **overrides: Any) -> Any:
         """The file's ``get_config()`` with ``overrides`` applied and checked."""
@@ -49,7 +47,7 @@ class LoadedAgent(NamedTuple):
         if unknown:
             raise AgentFileError(f'agent config has no {unknown}; it has {sorted(config)}.')
         config.update(overrides)
-        check_agent_config(config)
+        check_agent_config(config, self.agent_file.hyperparameter_checks)
         return config
 
     def routing_helpers(self) -> RoutingHelpers:
@@ -65,8 +63,8 @@ class LoadedAgent(NamedTuple):
 
 def load_agent(path: str) -> LoadedAgent:
     """Load the agent class in ``path`` together with its module."""
-    agent_class = load_agent_class(path)
-    return LoadedAgent(agent_class, sys.modules[agent_class.__module__])
+    agent_file = load_agent_file(path)
+    return LoadedAgent(agent_file.agent_class, agent_file.module, agent_file)
 
 
 class FusedTrainer:
@@ -81,7 +79,7 @@ class FusedTrainer:
         self.data = to_device(dataset)
         ex_obs, ex_act = dataset['observations'][:1], dataset['actions'][:1]
         self.agents = stack_agents([agent_class.create(s, ex_obs, ex_act, config) for s in seeds])
-        self.keys = jnp.stack([jax.random.PRNGKey(s + SAMPLER_KEY_OFFSET) for s in seeds])
+        self.keys = seeding.sampler_keys(list(seeds))
         self.num_seeds = len(seeds)
         self.steps = 0
         self._train_block = make_train_block(int(config['batch_size']))
@@ -121,18 +119,14 @@ def policy_candidates(agent: Any, observations: np.ndarray, num_latents: int, ke
     Goes through the public ``sample_actions``: the states are tiled ``num_latents`` times and
     one key draws a latent per copy, so the same key gives the same latents at every snapshot.
     """
-    observations = jnp.asarray(observations, jnp.float32)
-    tiled = jnp.broadcast_to(
-        observations[:, None, :], (observations.shape[0], num_latents, observations.shape[-1])
-    )
+    tiled = broadcast_states(jnp.asarray(observations, jnp.float32), num_latents)
     return agent.sample_actions(tiled, seed=key)
 
 
 def write_json(path: str, payload: dict) -> None:
     """Write JSON (numpy values converted) and create the folder if needed."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'w') as f:
-        json.dump(payload, f, indent=2, default=lambda v: v.tolist() if hasattr(v, 'tolist') else v)
+    write_json_atomic(path, payload)
 
 
 def write_figure(result: dict, out_dir: str, name: str, draw, numbers: dict | None = None):

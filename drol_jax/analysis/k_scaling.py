@@ -20,8 +20,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from drol_jax import seeding
 from drol_jax.analysis.common import (
-    EVAL_KEY_OFFSET,
     FusedTrainer,
     RoutingHelpers,
     load_agent,
@@ -112,9 +112,7 @@ def run(settings: KScalingSettings) -> dict:
 
     # The same evaluation latents for every K and seed: one key for the spread, then one per
     # routed-BC draw.
-    spread_key, *bc_keys = jax.random.split(
-        jax.random.PRNGKey(EVAL_KEY_OFFSET), settings.eval_draws + 1
-    )
+    spread_key, *bc_keys = jax.random.split(seeding.analysis_eval_key(0), settings.eval_draws + 1)
     bc = np.zeros((len(seeds), len(settings.ks)))
     spread = np.zeros_like(bc)
     for column, k in enumerate(settings.ks):

@@ -16,12 +16,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
+from drol_jax import seeding
 from drol_jax.analysis.common import (
-    EVAL_KEY_OFFSET,
     FusedTrainer,
     RoutingHelpers,
     load_agent,
@@ -171,7 +170,7 @@ def run(settings: VoronoiSettings) -> dict:
         TASK_NAME, state, settings.actions_per_cluster, STATE_ACTIONS_SEED
     )
     # One key for every snapshot: the same K latents, so only the actor's change moves them.
-    latent_key = jax.random.PRNGKey(settings.seed + EVAL_KEY_OFFSET)
+    latent_key = seeding.analysis_eval_key(settings.seed)
 
     if settings.warmup_steps:
         warmup_config = loaded.config(**{**overrides, 'q_coef': 0.0})

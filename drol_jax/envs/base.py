@@ -8,13 +8,19 @@ bundles, so no code outside ``drol_jax/envs`` needs to know which family a task 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import numpy as np
 
+from drol_jax.errors import ConfigError, DatasetError
+
 # Keys every dataset dict carries, in FQL's batch format.
 DATASET_KEYS = ('observations', 'actions', 'rewards', 'masks', 'terminals', 'next_observations')
+# Dataset actions are clipped strictly inside [-1, 1], as FQL does, so that a tanh policy's
+# log-likelihood of them stays finite.
+ACTION_CLIP = 1.0 - 1e-5
 
 
 @dataclasses.dataclass
@@ -25,10 +31,21 @@ class DataOptions:
     dataset_path: str | None = None  # An explicit file overrides every other source.
     generated_dir: str = '~/.drol_jax/generated'  # Locally regenerated data; never the cache.
     generate_episodes: int | None = None  # None: the published size.
-    generate_seed: int = 0
+    generate_seed: int = 0  # The dataset's own seed; every run seed trains on the same data.
     generate_workers: int | None = None  # None: every core.
     download: bool = True  # Try the dataset server before regenerating.
     download_timeout_s: float = 20.0
+    progress: bool = True  # Show the regeneration progress bar.
+
+    def __post_init__(self):
+        for flag, value in (
+            ('dataset_seed', self.generate_seed),
+            ('generate_episodes', self.generate_episodes),
+            ('generate_workers', self.generate_workers),
+        ):
+            lowest = 0 if flag == 'dataset_seed' else 1
+            if value is not None and value < lowest:
+                raise ConfigError(f'--{flag} must be >= {lowest}, got {value}.')
 
 
 @dataclasses.dataclass
@@ -43,8 +60,9 @@ class EnvBundle:
         train_dataset: dict of numpy arrays with ``DATASET_KEYS`` (float32; ``terminals`` and
             ``masks`` as float32 0/1).
         val_dataset: same format, or None.
-        provenance: where the data came from: ``{'source': 'published' | 'generated' | 'minari'
-            | 'd4rl' | 'toy', 'path': ..., ...}``; generated data adds its recipe and seed.
+        provenance: where the data came from: ``{'source': 'published' | 'generated' |
+            'unverified' | 'minari' | 'd4rl' | 'toy', 'path': ..., ...}``; generated data adds
+            its recipe and seed.
         normalize_score: maps an episode return to a normalised score (D4RL x100), or None.
         online_reward_shift: added to env rewards during online fine-tuning so they match the
             dataset's convention (D4RL AntMaze: -1).
@@ -70,5 +88,46 @@ class EnvFamily(Protocol):
     def known_names(self) -> list[str]:
         """Return the names shown in "did you mean" suggestions."""
 
+    def task_family(self, canonical_name: str) -> str:
+        """Return the key under which published per-task settings of a canonical name are filed."""
+
     def load(self, env_name: str, options: DataOptions) -> EnvBundle:
         """Make the envs and load the dataset of a canonical name; raise ``DatasetError``."""
+
+
+def clip_actions(datasets: Iterable[dict[str, np.ndarray]], where: str) -> None:
+    """Clip the ``actions`` of each dataset to +-``ACTION_CLIP`` in place.
+
+    Prints one line (prefixed by ``where``) when values lay outside [-1, 1]: those are changed by
+    the clip, while values moved from +-1 to +-``ACTION_CLIP`` only follow the convention.
+    """
+    datasets = list(datasets)
+    outside = sum(int(np.count_nonzero(np.abs(d['actions']) > 1.0)) for d in datasets)
+    if outside:
+        total = sum(d['actions'].size for d in datasets)
+        print(
+            f'{where}: {outside} of {total} action values were outside [-1, 1]; clipped them.',
+            file=sys.stderr,
+            flush=True,
+        )
+    for dataset in datasets:
+        dataset['actions'] = np.clip(dataset['actions'], -ACTION_CLIP, ACTION_CLIP)
+
+
+def check_shapes(env: Any, dataset: dict[str, np.ndarray], where: str, env_name: str) -> None:
+    """Raise ``DatasetError`` unless the dataset's observations and actions fit ``env``'s spaces."""
+    expected = {'observation': env.observation_space.shape, 'action': env.action_space.shape}
+    found = {
+        'observation': dataset['observations'].shape[1:],
+        'action': dataset['actions'].shape[1:],
+    }
+    wrong = [
+        f'{kind}s of shape {tuple(found[kind])} where the environment has {tuple(expected[kind])}'
+        for kind in expected
+        if tuple(found[kind]) != tuple(expected[kind])
+    ]
+    if wrong:
+        raise DatasetError(
+            f'The dataset {where} has {" and ".join(wrong)}: it is not data of {env_name} '
+            '(check --dataset_path and --env_name).'
+        )

@@ -42,10 +42,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from drol_jax.envs.base import DATASET_KEYS, DataOptions, EnvBundle
+from drol_jax.envs.base import DATASET_KEYS, DataOptions, EnvBundle, clip_actions
 from drol_jax.errors import DatasetError
 
-ACTION_LIMIT = 1.0 - 1e-5
 ANTMAZE_OBSERVATION_KEYS = ('achieved_goal', 'observation', 'desired_goal')
 # Threshold under which two observations count as the same state when the d4rl route looks for
 # trajectory boundaries (FQL's value).
@@ -64,6 +63,11 @@ class D4RLTask:
     def is_antmaze(self) -> bool:
         """AntMaze tasks shift rewards and flatten dict observations."""
         return self.domain == 'antmaze'
+
+    @property
+    def online_reward_shift(self) -> float:
+        """Added to env rewards online: AntMaze datasets store reward - 1, so the env's must too."""
+        return -1.0 if self.is_antmaze else 0.0
 
     @property
     def observation_keys(self) -> tuple[str, ...] | None:
@@ -112,11 +116,6 @@ def normalized_score(ref_min: float, ref_max: float, episode_return: float) -> f
     return 100.0 * (episode_return - ref_min) / (ref_max - ref_min)
 
 
-def clip_actions(actions: np.ndarray) -> np.ndarray:
-    """Clip dataset actions to +-(1 - 1e-5), as FQL does for D4RL."""
-    return np.clip(actions, -ACTION_LIMIT, ACTION_LIMIT)
-
-
 def flatten_observations(observations: Any, keys: tuple[str, ...] | None) -> np.ndarray:
     """Concatenate dict observations along the last axis in ``keys`` order (arrays pass through).
 
@@ -133,14 +132,15 @@ def flatten_observations(observations: Any, keys: tuple[str, ...] | None) -> np.
 
 
 def episodes_to_transitions(
-    episodes: Iterable[Any], observation_keys: tuple[str, ...] | None, is_antmaze: bool
+    episodes: Iterable[Any], observation_keys: tuple[str, ...] | None, is_antmaze: bool, source: str
 ) -> dict[str, np.ndarray]:
     """Turn Minari episodes into one dict of transitions in FQL's format (float32).
 
     Each episode carries ``observations`` (T + 1 entries, an array or a dict of arrays),
     ``actions``, ``rewards``, ``terminations`` and ``truncations`` (T entries each), as Minari's
     ``EpisodeData``. Transition t of an episode goes from observation t to observation t + 1 of
-    the same episode, so no transition crosses two episodes.
+    the same episode, so no transition crosses two episodes. ``source`` names the data in the
+    line reporting actions outside [-1, 1].
     """
     parts: dict[str, list[np.ndarray]] = {key: [] for key in DATASET_KEYS}
     for episode in episodes:
@@ -162,33 +162,38 @@ def episodes_to_transitions(
     if not parts['rewards']:
         raise DatasetError('The Minari dataset holds no episode.')
     dataset = {key: np.concatenate(values).astype(np.float32) for key, values in parts.items()}
-    dataset['actions'] = clip_actions(dataset['actions'])
+    clip_actions([dataset], f'[d4rl] {source}')
     if is_antmaze:
         dataset['rewards'] -= 1.0
     return dataset
 
 
-def process_qlearning_dataset(raw: Mapping[str, np.ndarray], is_antmaze: bool) -> dict:
+def process_qlearning_dataset(
+    raw: Mapping[str, np.ndarray], is_antmaze: bool, source: str
+) -> dict[str, np.ndarray]:
     """Apply FQL's D4RL processing to a ``d4rl.qlearning_dataset``-style dict (float32).
 
     ``raw`` holds observations, actions, next_observations, rewards and terminals as flat arrays
     of consecutive transitions. A trajectory ends where the next observation of a transition is
     not the observation of the following one (and at the last transition); masks come from the
-    dataset's terminals, so timeouts still bootstrap.
+    dataset's terminals, so timeouts still bootstrap. ``source`` names the data in the line
+    reporting actions outside [-1, 1].
     """
     observations = np.asarray(raw['observations'], np.float32)
     next_observations = np.asarray(raw['next_observations'], np.float32)
     jumps = np.linalg.norm(observations[1:] - next_observations[:-1], axis=-1)
     terminals = np.append(jumps > CONTINUITY_TOLERANCE, True).astype(np.float32)
     rewards = np.asarray(raw['rewards'], np.float32).reshape(-1)
-    return {
+    dataset = {
         'observations': observations,
-        'actions': clip_actions(np.asarray(raw['actions'], np.float32)),
+        'actions': np.asarray(raw['actions'], np.float32),
         'rewards': rewards - 1.0 if is_antmaze else rewards,
         'masks': 1.0 - np.asarray(raw['terminals'], np.float32).reshape(-1),
         'terminals': terminals,
         'next_observations': next_observations,
     }
+    clip_actions([dataset], f'[d4rl] {source}')
+    return dataset
 
 
 def _success(info: Mapping[str, Any]) -> float:
@@ -366,7 +371,7 @@ def _load_minari(task: D4RLTask, options: DataOptions) -> EnvBundle:
     try:
         dataset = minari.MinariDataset(str(data_path))
         transitions = episodes_to_transitions(
-            dataset.iterate_episodes(), task.observation_keys, task.is_antmaze
+            dataset.iterate_episodes(), task.observation_keys, task.is_antmaze, str(data_path)
         )
     except DatasetError:
         raise
@@ -397,6 +402,7 @@ def _load_minari(task: D4RLTask, options: DataOptions) -> EnvBundle:
             'score_reference': {'min': reference[0], 'max': reference[1], 'from': reference_source},
         },
         normalize_score=functools.partial(normalized_score, *reference),
+        online_reward_shift=task.online_reward_shift,
     )
 
 
@@ -411,7 +417,7 @@ def _load_legacy_d4rl(task: D4RLTask, d4rl) -> EnvBundle:
     return EnvBundle(
         env_name=task.d4rl_name,
         make_env=functools.partial(make_legacy_d4rl_env, task.d4rl_name, task.is_antmaze),
-        train_dataset=process_qlearning_dataset(raw, task.is_antmaze),
+        train_dataset=process_qlearning_dataset(raw, task.is_antmaze, task.d4rl_name),
         val_dataset=None,
         provenance={
             'source': 'd4rl',
@@ -420,6 +426,7 @@ def _load_legacy_d4rl(task: D4RLTask, d4rl) -> EnvBundle:
             'score_reference': {'min': reference[0], 'max': reference[1], 'from': 'D4RL constants'},
         },
         normalize_score=functools.partial(normalized_score, *reference),
+        online_reward_shift=task.online_reward_shift,
     )
 
 
@@ -436,6 +443,10 @@ class D4RLFamily:
     def known_names(self) -> list[str]:
         """D4RL names and Minari ids of every task."""
         return list(_TASKS_BY_NAME)
+
+    def task_family(self, canonical_name: str) -> str:
+        """The D4RL name without version: ``antmaze-large-play-v2`` -> ``antmaze-large-play``."""
+        return canonical_name.rsplit('-v', 1)[0]
 
     def load(self, env_name: str, options: DataOptions) -> EnvBundle:
         """Load through legacy d4rl when it imports, else through Minari; raise ``DatasetError``.

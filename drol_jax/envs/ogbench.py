@@ -6,23 +6,28 @@ add the family's default dataset type and the ``singletask`` suffix: ``cube-sing
 ``antmaze-large`` -> ``antmaze-large-navigate-singletask-v0``, ``antmaze-large-stitch``.
 
 Data, first source that works:
-1. ``DataOptions.dataset_path`` (``<file>.npz`` plus ``<file>-val.npz`` beside it);
+1. ``DataOptions.dataset_path`` (``<file>.npz``; ``<file>-val.npz`` beside it is optional and
+   gives validation losses);
 2. the OGBench cache ``DataOptions.dataset_dir`` (``<dataset name>.npz`` + ``-val.npz``);
 3. OGBench's download into that cache, abandoned after ``download_timeout_s`` without progress
-   (nothing partial is left behind);
+   (nothing partial is left behind); the sha256 of both files is recorded beside them;
 4. manipulation families only: local regeneration with the package's scripted oracles
    (``drol_jax.datagen``) into ``DataOptions.generated_dir``, reused by later runs.
 Locomotion data came from expert policies the package does not ship, so step 4 is not
 available for them and the error explains how to fetch the files elsewhere.
 
-The bundle's provenance says ``'published'`` or ``'generated'`` so results on regenerated data
-are never mistaken for results on the published datasets.
+The bundle's provenance ``source`` labels the data wherever it was found: ``'generated'`` when
+the file carries the generator's label inside, ``'published'`` only when this code downloaded it
+and its sha256 still matches the download record, ``'unverified'`` for anything else. Results on
+regenerated or unverified data are thus never mistaken for results on the published datasets.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
+import hashlib
 import json
 import os
 import re
@@ -37,8 +42,15 @@ from typing import Any
 
 import numpy as np
 
-from drol_jax.envs.base import DATASET_KEYS, DataOptions, EnvBundle
-from drol_jax.errors import DatasetError, UserError
+from drol_jax.envs.base import (
+    DATASET_KEYS,
+    DataOptions,
+    EnvBundle,
+    check_shapes,
+    clip_actions,
+)
+from drol_jax.errors import DatasetError
+from drol_jax.files import write_json_atomic
 
 # Environment -> dataset types OGBench publishes for it; the first is the default for short names.
 ENVIRONMENTS: dict[str, tuple[str, ...]] = {
@@ -56,7 +68,6 @@ ENVIRONMENTS: dict[str, tuple[str, ...]] = {
 MANIPULATION_PREFIXES = ('cube-', 'scene', 'puzzle-')
 
 OB_KEYS = ('observations', 'actions', 'terminals', 'qpos', 'qvel')
-ACTION_CLIP = 1 - 1e-5  # As FQL: keeps dataset actions inside the open interval of tanh policies.
 # Run by a child process so a stalled download can be killed without touching this process.
 DOWNLOAD_SCRIPT = 'import sys, ogbench; ogbench.download_datasets([sys.argv[1]], sys.argv[2])'
 
@@ -114,12 +125,23 @@ class DownloadError(Exception):
     """The OGBench server could not deliver a dataset; the message says why."""
 
 
+def _sha256(path: str) -> str:
+    with open(path, 'rb') as f:
+        return hashlib.file_digest(f, 'sha256').hexdigest()
+
+
+def download_record_path(train_path: str) -> str:
+    """The JSON beside a downloaded ``<name>.npz`` holding the sha256 of both files."""
+    return train_path[: -len('.npz')] + '.download.json'
+
+
 def download_published(dataset_name: str, dataset_dir: str, stall_timeout_s: float) -> None:
     """Download both files of ``dataset_name`` into ``dataset_dir`` with OGBench's downloader.
 
     The download runs in a child process inside a temporary folder; it is killed once no bytes
     arrive for ``stall_timeout_s`` seconds, and only complete files are moved into the cache.
-    Raises ``DownloadError``.
+    Their sha256 go to ``download_record_path``, which later runs check to call the data
+    published. Raises ``DownloadError``.
     """
     os.makedirs(dataset_dir, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix='.drol_jax-download-', dir=dataset_dir)
@@ -141,9 +163,21 @@ def download_published(dataset_name: str, dataset_dir: str, stall_timeout_s: flo
             with open(log_path, errors='replace') as log:
                 lines = [line.strip() for line in log if line.strip()]
             raise DownloadError(lines[-1] if lines else f'downloader exited with {proc.returncode}')
+        digests = {}
         for suffix in ('.npz', '-val.npz'):
             name = f'{dataset_name}{suffix}'
+            digests[name] = _sha256(os.path.join(tmp_dir, name))
             os.replace(os.path.join(tmp_dir, name), os.path.join(dataset_dir, name))
+        record = {
+            'dataset_name': dataset_name,
+            'downloaded': datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec='seconds'
+            ),
+            'sha256': digests,
+        }
+        write_json_atomic(
+            download_record_path(os.path.join(dataset_dir, f'{dataset_name}.npz')), record
+        )
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
@@ -153,6 +187,12 @@ def download_published(dataset_name: str, dataset_dir: str, stall_timeout_s: flo
 
 def _val_path(train_path: str) -> str:
     return train_path[: -len('.npz')] + '-val.npz'
+
+
+def _files_of(train_path: str) -> list[str]:
+    """The training file and, where it exists, the validation file beside it."""
+    val_path = _val_path(train_path)
+    return [train_path, val_path] if os.path.isfile(val_path) else [train_path]
 
 
 def _both_exist(train_path: str) -> bool:
@@ -192,17 +232,28 @@ def check_npz(path: str, required_keys: tuple[str, ...], read_arrays: bool) -> N
         raise DatasetError(f'Dataset file {path} is corrupt or truncated ({e}).') from None
 
 
-def _load_files(canonical: str, train_path: str) -> tuple[dict, dict]:
-    """Training and validation dicts in FQL's format, rewards relabelled for the task."""
+def _load_files(canonical: str, train_path: str) -> tuple[dict, dict | None]:
+    """Training and validation dicts in FQL's format, rewards relabelled for the task.
+
+    Each file is loaded and relabelled as ``ogbench.make_env_and_datasets`` does, which however
+    insists on the validation file; here it is optional (None when absent).
+    """
     import ogbench
+    from ogbench.utils import relabel_dataset
 
     keys = _required_keys(canonical)
-    for path in (train_path, _val_path(train_path)):
+    paths = _files_of(train_path)
+    for path in paths:
         check_npz(path, keys, read_arrays=False)
+    env = make_eval_env(canonical)
     try:
-        env, train, val = ogbench.make_env_and_datasets(
-            canonical, dataset_path=train_path, compact_dataset=False
-        )
+        datasets = []
+        for path in paths:
+            dataset = ogbench.load_dataset(path, compact_dataset=False, add_info=True)
+            # Before relabelling, which another task's data can break with an obscure error.
+            check_shapes(env, dataset, path, canonical)
+            relabel_dataset(env.spec.id, env, dataset)
+            datasets.append({k: np.asarray(dataset[k], dtype=np.float32) for k in DATASET_KEYS})
     except (
         OSError,
         ValueError,
@@ -212,34 +263,42 @@ def _load_files(canonical: str, train_path: str) -> tuple[dict, dict]:
         zipfile.BadZipFile,
         zlib.error,
     ) as e:
-        for path in (train_path, _val_path(train_path)):
+        for path in paths:
             check_npz(path, keys, read_arrays=True)  # Names the bad file if one is to blame.
         raise DatasetError(f'Could not load {train_path} as {canonical} ({e!r}).') from None
-    env.close()
-    return _to_training_dict(train), _to_training_dict(val)
+    finally:
+        env.close()
+    clip_actions(datasets, f'[ogbench] {train_path}')
+    return datasets[0], datasets[1] if len(datasets) > 1 else None
 
 
-def _to_training_dict(dataset: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    out = {k: np.asarray(dataset[k], dtype=np.float32) for k in DATASET_KEYS}
-    out['actions'] = np.clip(out['actions'], -ACTION_CLIP, ACTION_CLIP)
-    return out
+def _unverified_reason(train_path: str) -> str | None:
+    """Why a file cannot be called published, or None when its download record vouches for it."""
+    record_path = download_record_path(train_path)
+    if not os.path.isfile(record_path):
+        return f'not downloaded by drol_jax (no {os.path.basename(record_path)} beside it)'
+    try:
+        with open(record_path) as f:
+            digests = json.load(f)['sha256']
+    except (OSError, ValueError, KeyError, TypeError):
+        return f'{record_path} is unreadable'
+    for path in _files_of(train_path):
+        if digests.get(os.path.basename(path)) != _sha256(path):
+            return f'{path} differs from the file drol_jax downloaded'
+    return None
 
 
-def _published_or_generated(train_path: str, via: str) -> dict[str, Any]:
-    """Provenance of an existing file; a provenance JSON beside it marks regenerated data."""
-    stem = os.path.basename(train_path)[: -len('.npz')]
-    json_path = os.path.join(os.path.dirname(train_path), f'{stem}-provenance.json')
-    if os.path.isfile(json_path):
-        with open(json_path) as f:
-            generation = json.load(f)
-        return {
-            'source': 'generated',
-            'path': train_path,
-            'via': via,
-            'provenance_path': json_path,
-            'generation': generation,
-        }
-    return {'source': 'published', 'path': train_path, 'via': via}
+def _provenance(train_path: str, via: str) -> dict[str, Any]:
+    """Label the data of an existing file: generated, published or unverified."""
+    from drol_jax import datagen
+
+    generation = datagen.read_label(train_path)
+    if generation is not None:
+        return {'source': 'generated', 'path': train_path, 'via': via, 'generation': generation}
+    reason = _unverified_reason(train_path)
+    if reason is None:
+        return {'source': 'published', 'path': train_path, 'via': via}
+    return {'source': 'unverified', 'path': train_path, 'via': via, 'why': reason}
 
 
 def _generated_dir(options: DataOptions, dataset_name: str, episodes: int) -> str:
@@ -249,15 +308,14 @@ def _generated_dir(options: DataOptions, dataset_name: str, episodes: int) -> st
     return os.path.join(os.path.expanduser(options.generated_dir), dataset_name, tag)
 
 
-def _regenerate(dataset_name: str, options: DataOptions, why: str) -> dict:
-    """Reuse or build the locally generated dataset; returns its provenance."""
+def _regenerate(dataset_name: str, options: DataOptions, why: str) -> tuple[str, str]:
+    """Reuse or build the locally generated dataset; returns its training file and ``via``."""
     from drol_jax import datagen
 
     episodes = options.generate_episodes or datagen.NUM_EPISODES
     out_dir = _generated_dir(options, dataset_name, episodes)
     train_path = os.path.join(out_dir, f'{dataset_name}.npz')
-    json_path = datagen.provenance_path(out_dir, dataset_name)
-    if os.path.isfile(json_path) and _both_exist(train_path):
+    if _both_exist(train_path) and datagen.read_label(train_path) is not None:
         _say(f'{why}; using the locally regenerated copy in {out_dir}.')
     else:
         val = datagen.num_val_episodes(episodes)
@@ -265,38 +323,45 @@ def _regenerate(dataset_name: str, options: DataOptions, why: str) -> dict:
             f'{why}; regenerating {episodes} + {val} episodes locally with the ogbench scripted '
             f'oracles into {out_dir} (NOT the published data).'
         )
-        try:
-            datagen.generate_dataset(
-                dataset_name,
-                out_dir,
-                num_episodes=episodes,
-                seed=options.generate_seed,
-                workers=options.generate_workers,
-                episode_length=datagen.EPISODE_LENGTH,
-            )
-        except UserError as e:
-            raise DatasetError(str(e)) from None
-    return _published_or_generated(train_path, via='generated_dir')
+        datagen.generate_dataset(
+            dataset_name,
+            out_dir,
+            num_episodes=episodes,
+            seed=options.generate_seed,
+            workers=options.generate_workers,
+            episode_length=datagen.EPISODE_LENGTH,
+            show_progress=options.progress,
+        )
+    return train_path, 'generated_dir'
 
 
-def _locate(canonical: str, options: DataOptions) -> dict[str, Any]:
-    """Find or obtain the dataset files; returns the provenance (with the train file path)."""
+def _locate(canonical: str, options: DataOptions) -> tuple[str, str]:
+    """Find or obtain the dataset files; returns the training file and how it was found."""
     dataset_name = dataset_name_of(canonical)
     if options.dataset_path:
         path = os.path.abspath(os.path.expanduser(options.dataset_path))
         if not path.endswith('.npz'):
             raise DatasetError(f'--dataset_path must name an .npz file, got {path}.')
-        for p in (path, _val_path(path)):
-            if not os.path.isfile(p):
-                raise DatasetError(f'Dataset file {p} does not exist (from --dataset_path).')
-        _say(f'using {path} (given by dataset_path).')
-        return _published_or_generated(path, via='dataset_path')
+        if not os.path.isfile(path):
+            raise DatasetError(
+                f'--dataset_path: no file {path} (looked for the training .npz there; a '
+                f'{os.path.basename(_val_path(path))} beside it is optional).'
+            )
+        if os.path.isfile(_val_path(path)):
+            _say(f'using {path} (given by dataset_path) and {_val_path(path)}.')
+        else:
+            _say(
+                f'using {path} (given by dataset_path); no {_val_path(path)}, no validation losses.'
+            )
+        return path, 'dataset_path'
 
     cache_dir = os.path.abspath(os.path.expanduser(options.dataset_dir))
+    if os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise DatasetError(f'--dataset_dir {cache_dir} is a file, not a folder.')
     cached = os.path.join(cache_dir, f'{dataset_name}.npz')
     if _both_exist(cached):
         _say(f'using {cached} from the OGBench cache.')
-        return _published_or_generated(cached, via='dataset_dir')
+        return cached, 'dataset_dir'
 
     why = f'{dataset_name} is not in the OGBench cache {cache_dir}'
     if options.download:
@@ -304,7 +369,7 @@ def _locate(canonical: str, options: DataOptions) -> dict[str, Any]:
         try:
             download_published(dataset_name, cache_dir, options.download_timeout_s)
             _say(f'downloaded {cached}.')
-            return _published_or_generated(cached, via='download')
+            return cached, 'download'
         except (DownloadError, OSError) as e:
             why += f', and the download failed ({e})'
     else:
@@ -340,10 +405,15 @@ class OGBenchFamily:
             names += [env] + [f'{env}-{t}' for t in types[1:]]
         return names
 
+    def task_family(self, canonical_name: str) -> str:
+        """The dataset name without version (``cube-single-play`` for every cube-single task)."""
+        return dataset_name_of(canonical_name).removesuffix('-v0')
+
     def load(self, env_name: str, options: DataOptions) -> EnvBundle:
         """Find, download or regenerate the data of ``env_name`` and load it for training."""
-        provenance = _locate(env_name, options)
-        train, val = _load_files(env_name, provenance['path'])
+        path, via = _locate(env_name, options)
+        train, val = _load_files(env_name, path)
+        provenance = _provenance(path, via)
         provenance.update(env_name=env_name, dataset_name=dataset_name_of(env_name))
         return EnvBundle(
             env_name=env_name,

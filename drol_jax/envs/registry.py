@@ -10,7 +10,7 @@ import dataclasses
 import difflib
 
 from drol_jax.envs import d4rl, ogbench, toy
-from drol_jax.envs.base import DataOptions, EnvBundle, EnvFamily
+from drol_jax.envs.base import DataOptions, EnvBundle, EnvFamily, check_shapes
 from drol_jax.errors import UnknownEnvError
 
 FAMILIES: tuple[EnvFamily, ...] = (toy.FAMILY, ogbench.FAMILY, d4rl.FAMILY)
@@ -18,11 +18,15 @@ FAMILIES: tuple[EnvFamily, ...] = (toy.FAMILY, ogbench.FAMILY, d4rl.FAMILY)
 
 @dataclasses.dataclass(frozen=True)
 class ResolvedEnv:
-    """A user-typed name mapped to its family and canonical name."""
+    """A user-typed name mapped to its family, canonical name and task family.
 
-    requested: str
+    ``task_family`` is the key of the published per-task settings (``cube-single-play``,
+    ``antmaze-large-play``, ``toy-multimodal``): every task of one dataset shares it.
+    """
+
     name: str
     family: EnvFamily
+    task_family: str
 
 
 def resolve(env_name: str) -> ResolvedEnv:
@@ -33,7 +37,9 @@ def resolve(env_name: str) -> ResolvedEnv:
     for family in FAMILIES:
         canonical = family.resolve(env_name)
         if canonical is not None:
-            return ResolvedEnv(requested=env_name, name=canonical, family=family)
+            return ResolvedEnv(
+                name=canonical, family=family, task_family=family.task_family(canonical)
+            )
     known = sorted({n for family in FAMILIES for n in family.known_names()})
     close = difflib.get_close_matches(env_name, known, n=3, cutoff=0.5)
     hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
@@ -44,5 +50,16 @@ def resolve(env_name: str) -> ResolvedEnv:
 
 
 def load(resolved: ResolvedEnv, options: DataOptions) -> EnvBundle:
-    """Make the envs and load the data of a resolved name."""
-    return resolved.family.load(resolved.name, options)
+    """Make the envs and load the data of a resolved name; ``DatasetError`` if they disagree.
+
+    One env is created to compare its spaces with the data, so a dataset of another task fails
+    here even when evaluation is off.
+    """
+    bundle = resolved.family.load(resolved.name, options)
+    env = bundle.make_env()
+    try:
+        where = bundle.provenance.get('path') or bundle.provenance.get('source')
+        check_shapes(env, bundle.train_dataset, where, bundle.env_name)
+    finally:
+        env.close()
+    return bundle

@@ -125,6 +125,10 @@ class ToyFamily:
         """All toy task names."""
         return list(TASKS)
 
+    def task_family(self, canonical_name: str) -> str:
+        """Each toy task is its own family."""
+        return canonical_name
+
     def load(self, env_name: str, options: DataOptions) -> EnvBundle:
         """Build the dataset in memory; the toy task needs no file."""
         task = TASKS[env_name]
