@@ -2,11 +2,13 @@
 
 Usage::
 
-    python -m drol_jax.plot --runs 'exp/**/eval.csv' --out curves.png [--table]
+    python -m drol_jax.plot --runs 'exp/**/eval.csv' --out curves.png [--table [--by task]]
 
 Reads our run folders (``<save_dir>/<run_group>/<env>/<agent>/seed<k>/``) and FQL's
 (``exp/<project>/<run_group>/sd000_<timestamp>/``) alike: a run is any folder holding an
-``eval.csv``, and its environment, agent and seed come from the ``flags.json`` beside it.
+``eval.csv``, and its environment, agent, seed and run label come from the ``flags.json``
+beside it. Lines and table columns are run labels ('DROL(16)', 'DROL*', 'FQL',
+'DROL(16) num_candidates=4'); runs whose agent settings differ are never pooled.
 
 The computations (loading, seed alignment, bootstrap confidence intervals, the aggregate
 table) are pure functions; drawing and file writing live in ``draw_curves`` and ``main``.
@@ -24,7 +26,7 @@ import re
 import sys
 import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,13 @@ _METRIC_DISPLAY = {
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: who ran where, plus every numeric column of its ``eval.csv``."""
+    """One training run: who ran where, with which settings, plus its ``eval.csv`` columns.
+
+    ``label`` names the setting in legends and table columns: the run's ``run_label`` (e.g.
+    'DROL(16)', 'DROL(16) num_candidates=4'), else its agent name. ``settings`` is the agent
+    configuration as canonical JSON ('' when unknown); runs are only pooled as seeds of one
+    curve when their environment, label and settings all agree.
+    """
 
     path: Path
     env_name: str
@@ -57,6 +65,8 @@ class Run:
     seed: int
     run_group: str | None
     columns: dict[str, np.ndarray]
+    label: str = ''
+    settings: str = ''
 
 
 @dataclass(frozen=True)
@@ -152,19 +162,26 @@ def _identity_from_path(run_dir: Path) -> tuple[str, str, int]:
     return run_dir.parent.name, 'unknown-agent', 0
 
 
-def read_run_identity(run_dir: Path) -> tuple[str, str, int, str | None]:
-    """Return (env_name, agent_name, seed, run_group) for a run folder.
-
-    Prefers ``flags.json``; any field it lacks is inferred from the path, with a warning,
-    because a wrong guess silently merges or splits groups.
-    """
+def read_flags(run_dir: Path) -> dict:
+    """The run's ``flags.json`` ({} when absent); ``UserError`` when it is not JSON."""
     flags_path = run_dir / 'flags.json'
-    flags = {}
-    if flags_path.is_file():
-        try:
-            flags = json.loads(flags_path.read_text())
-        except json.JSONDecodeError as error:
-            raise UserError(f'{flags_path}: not valid JSON ({error})') from error
+    if not flags_path.is_file():
+        return {}
+    try:
+        return json.loads(flags_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f'{flags_path}: not valid JSON ({error})') from error
+
+
+def load_run(eval_file: Path) -> Run:
+    """Read one run: identity, label and settings from ``flags.json``, columns from ``eval.csv``.
+
+    Any identity field ``flags.json`` lacks is inferred from the path, with a warning, because
+    a wrong guess silently merges or splits groups. Runs written before run labels existed
+    (and FQL's own logs) are labelled with their agent name.
+    """
+    run_dir = eval_file.parent
+    flags = read_flags(run_dir)
     path_env, path_agent, path_seed = _identity_from_path(run_dir)
 
     agent = flags.get('agent')
@@ -183,7 +200,7 @@ def read_run_identity(run_dir: Path) -> tuple[str, str, int, str | None]:
         if value is None
     ]
     if missing:
-        source = 'missing' if not flags_path.is_file() else f'without {", ".join(missing)}'
+        source = 'missing' if not flags else f'without {", ".join(missing)}'
         log.warning(
             '%s: flags.json %s; inferred env=%s agent=%s seed=%s from the path',
             run_dir,
@@ -192,53 +209,100 @@ def read_run_identity(run_dir: Path) -> tuple[str, str, int, str | None]:
             agent_name or path_agent,
             path_seed if seed is None else seed,
         )
-    return (
-        str(env_name or path_env),
-        agent_name or path_agent,
-        int(path_seed if seed is None else seed),
-        flags.get('run_group'),
+    agent_name = agent_name or path_agent
+    return Run(
+        path=run_dir,
+        env_name=str(env_name or path_env),
+        agent_name=agent_name,
+        seed=int(path_seed if seed is None else seed),
+        run_group=flags.get('run_group'),
+        columns=read_eval_csv(eval_file),
+        label=str(flags.get('run_label') or agent_name),
+        settings=json.dumps(agent, sort_keys=True) if isinstance(agent, dict) else '',
     )
+
+
+def _last_step(run: Run) -> float:
+    steps = run.columns.get('step')
+    return float(steps[-1]) if steps is not None and steps.size else -math.inf
+
+
+def _differing_settings(settings: Sequence[str]) -> list[str]:
+    """The agent hyperparameters whose values differ between these settings, sorted."""
+    configs = [json.loads(s) for s in settings if s]
+    keys = sorted({k for config in configs for k in config})
+    return [k for k in keys if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+
+
+def _separate_settings(runs: list[Run]) -> list[Run]:
+    """Give runs that share an (env, label) but not their settings labels of their own.
+
+    The added words name the hyperparameters that differ ('drol num_candidates=4'), so a K
+    sweep logged without run labels still shows one line per K.
+    """
+    groups: dict[tuple[str, str], dict[str, list[Run]]] = {}
+    for run in runs:
+        groups.setdefault((run.env_name, run.label), {}).setdefault(run.settings, []).append(run)
+    separated = []
+    for (env_name, label), by_settings in sorted(groups.items()):
+        if len(by_settings) == 1:
+            separated += next(iter(by_settings.values()))
+            continue
+        keys = _differing_settings(list(by_settings))
+        log.warning(
+            'env=%s: runs labelled %r differ in %s; shown as separate lines',
+            env_name,
+            label,
+            ', '.join(keys) or 'unrecorded settings',
+        )
+        for settings, members in by_settings.items():
+            if settings:
+                config = json.loads(settings)
+                words = ' '.join(f'{k}={config.get(k)}' for k in keys)
+            else:
+                words = '(settings unknown)'
+            separated += [replace(run, label=f'{label} {words}'.strip()) for run in members]
+    return separated
 
 
 def load_runs(patterns: Iterable[str]) -> list[Run]:
     """Load every run matched by ``patterns``; raise ``UserError`` when none is found.
 
-    Two runs with the same (env, agent, seed) are deduplicated, keeping the later path (for
-    FQL's ``sd000_<timestamp>`` folders, the newest), because counting a rerun as an extra
-    seed would narrow the confidence interval dishonestly. Also warns when one (env, agent)
-    pools runs from several ``run_group`` flags (e.g. an ablation sharing the agent name).
+    Runs are told apart by environment, label and agent settings, never by folder: runs that
+    differ in any agent hyperparameter stay separate (see ``_separate_settings``). Two runs
+    that agree on all of these and on the seed are one run logged twice (a rerun); the one that
+    got furthest is kept, ties going to the later path (FQL's newest ``sd000_<timestamp>``),
+    because counting a rerun as another seed would narrow the confidence interval dishonestly.
     """
     patterns = list(patterns)
     eval_files = find_eval_files(patterns)
     if not eval_files:
         raise UserError(f'no eval.csv found under --runs {" ".join(patterns)}')
-    by_key: dict[tuple[str, str, int], Run] = {}
+    by_key: dict[tuple[str, str, str, int], Run] = {}
     for eval_file in eval_files:
-        run_dir = eval_file.parent
-        env_name, agent_name, seed, run_group = read_run_identity(run_dir)
-        run = Run(run_dir, env_name, agent_name, seed, run_group, read_eval_csv(eval_file))
-        key = (env_name, agent_name, seed)
-        if key in by_key:
-            log.warning(
-                'duplicate run for env=%s agent=%s seed=%d: using %s, ignoring %s',
-                *key,
-                run.path,
-                by_key[key].path,
+        run = load_run(eval_file)
+        key = (run.env_name, run.label, run.settings, run.seed)
+        previous = by_key.get(key)
+        if previous is not None:
+            kept, dropped = (
+                (run, previous)
+                if _last_step(run) >= _last_step(previous)
+                else (
+                    previous,
+                    run,
+                )
             )
+            log.warning(
+                'duplicate run for env=%s %s seed=%d: using %s, ignoring %s',
+                run.env_name,
+                run.label,
+                run.seed,
+                kept.path,
+                dropped.path,
+            )
+            run = kept
         by_key[key] = run
-    run_groups: dict[tuple[str, str], set[str]] = {}
-    for run in by_key.values():
-        if run.run_group is not None:
-            run_groups.setdefault((run.env_name, run.agent_name), set()).add(run.run_group)
-    for (env_name, agent_name), names in sorted(run_groups.items()):
-        if len(names) > 1:
-            log.warning(
-                'env=%s agent=%s merges runs from run groups %s; narrow --runs to compare them',
-                env_name,
-                agent_name,
-                ', '.join(sorted(names)),
-            )
-    return list(by_key.values())
+    return _separate_settings(list(by_key.values()))
 
 
 # ------------------------------------------------------------------------ computations
@@ -272,18 +336,18 @@ def align_seeds(
 
 
 def group_curves(runs: Sequence[Run], metric: str) -> dict[tuple[str, str], SeedCurves]:
-    """Group runs by (env_name, agent_name) and align their ``metric`` curves across seeds.
+    """Group runs by (env_name, label) and align their ``metric`` curves across seeds.
 
     Values are converted to display units (success in %). Runs without the metric are left
     out; groups are keyed and seeds ordered deterministically.
     """
     _, scale = metric_display(metric)
     per_group: dict[tuple[str, str], list[Run]] = {}
-    for run in sorted(runs, key=lambda r: (r.env_name, r.agent_name, r.seed)):
+    for run in sorted(runs, key=lambda r: (r.env_name, r.label, r.seed)):
         column = run.columns.get(metric)
         if column is None or np.all(np.isnan(column)):
             continue
-        per_group.setdefault((run.env_name, run.agent_name), []).append(run)
+        per_group.setdefault((run.env_name, run.label), []).append(run)
 
     curves = {}
     interpolated_groups, truncated_groups = [], []
@@ -346,19 +410,8 @@ def final_scores(curves: SeedCurves, window: int = 1) -> np.ndarray:
     return curves.values[:, -window:].mean(axis=1)
 
 
-def task_estimates(
-    scores: dict[tuple[str, str], np.ndarray], reps: int = 10_000, seed: int = 0
-) -> dict[tuple[str, str], Estimate]:
-    """Mean final score over seeds per (env, agent), with a bootstrap CI over seeds."""
-    estimates = {}
-    for key, per_seed in scores.items():
-        mean, low, high = bootstrap_mean_ci(per_seed, reps=reps, seed=seed)
-        estimates[key] = Estimate(float(mean), float(low), float(high))
-    return estimates
-
-
 def score_matrices(scores: dict[tuple[str, str], np.ndarray]) -> dict[str, np.ndarray]:
-    """Arrange final scores as rliable wants them: agent -> ``(n_seeds, n_tasks)`` matrix.
+    """Arrange final scores as rliable wants them: label -> ``(n_seeds, n_tasks)`` matrix.
 
     rliable's stratified bootstrap needs the same number of runs on every task, so a task with
     more seeds than the agent's smallest task keeps only its lowest-numbered seeds (warned).
@@ -370,7 +423,7 @@ def score_matrices(scores: dict[tuple[str, str], np.ndarray]) -> dict[str, np.nd
     task_sets = {agent: tuple(tasks) for agent, tasks in per_agent.items()}
     if len(set(task_sets.values())) > 1:
         log.warning(
-            'agents were run on different tasks, so their aggregates are not comparable: %s',
+            'columns were run on different tasks, so their aggregates are not comparable: %s',
             '; '.join(f'{agent}: {", ".join(tasks)}' for agent, tasks in task_sets.items()),
         )
     matrices = {}
@@ -378,7 +431,7 @@ def score_matrices(scores: dict[tuple[str, str], np.ndarray]) -> dict[str, np.nd
         n_runs = min(len(s) for s in tasks.values())
         if any(len(s) != n_runs for s in tasks.values()):
             log.warning(
-                'agent=%s has unequal seed counts across tasks; aggregates use %d seeds per task',
+                '%s has unequal seed counts across tasks; aggregates use %d seeds per task',
                 agent,
                 n_runs,
             )
@@ -425,62 +478,241 @@ def aggregate_estimates(
     }
 
 
+# ------------------------------------------------------------------------------- table
+
+# Benchmarks in the order the table shows them; other names follow alphabetically.
+_BENCHMARKS = {'ogbench': 'OGBench', 'd4rl': 'D4RL', 'toy': 'toy tasks', 'other': 'other tasks'}
+TABLE_FIELDS = (
+    'metric',
+    'benchmark',
+    'row',
+    'label',
+    'statistic',
+    'n_tasks',
+    'n_seeds',
+    'value',
+    'std',
+    'ci_low',
+    'ci_high',
+)
+ROW_STATISTIC = 'mean over tasks and seeds'
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders numbers by value: 'K=2' before 'K=16'."""
+    return [int(part) if part.isdigit() else part for part in re.split(r'(\d+)', text)]
+
+
+def task_group(env_name: str) -> tuple[str, str]:
+    """(benchmark, task family) of an environment name, from the environment registry.
+
+    ``cube-single-play-singletask-task3-v0`` -> ('ogbench', 'cube-single-play'): every task of
+    one OGBench dataset shares a family; a D4RL task is its own family (``antmaze-large-play``).
+    A name the registry does not know is its own family under 'other'.
+    """
+    from drol_jax.envs import registry
+
+    try:
+        resolved = registry.resolve(env_name)
+    except UserError:
+        return 'other', env_name
+    return resolved.family.name, resolved.task_family
+
+
+@dataclass(frozen=True)
+class TableCell:
+    """One table cell: a label's mean over a row's tasks and seeds, and the spread over seeds.
+
+    ``std`` is the sample standard deviation over seeds of the per-seed mean over the row's
+    tasks (0 for one seed).
+    """
+
+    benchmark: str
+    row: str
+    label: str
+    n_tasks: int
+    n_seeds: int
+    mean: float
+    std: float
+
+
+def table_cells(scores: dict[tuple[str, str], dict[int, float]], by: str) -> list[TableCell]:
+    """Group per-seed final scores ``{(env, label): {seed: score}}`` into table cells.
+
+    ``by='family'`` makes one row per task family (an OGBench family pools its 5 tasks),
+    ``by='task'`` one row per environment. A cell uses the seeds all of its tasks have.
+    """
+    groups: dict[tuple[str, str, str], dict[str, dict[int, float]]] = {}
+    for (env_name, label), per_seed in sorted(scores.items()):
+        benchmark, family = task_group(env_name)
+        row = family if by == 'family' else env_name
+        groups.setdefault((benchmark, row, label), {})[env_name] = per_seed
+    cells = []
+    for (benchmark, row, label), tasks in groups.items():
+        common = sorted(set.intersection(*(set(per_seed) for per_seed in tasks.values())))
+        if not common:
+            log.warning('%s / %s: its tasks share no seed; left out of the table', row, label)
+            continue
+        if any(len(per_seed) != len(common) for per_seed in tasks.values()):
+            log.warning(
+                '%s / %s: tasks have different seeds; the cell uses seeds %s',
+                row,
+                label,
+                ', '.join(map(str, common)),
+            )
+        per_seed = np.array([np.mean([s[seed] for s in tasks.values()]) for seed in common])
+        std = float(per_seed.std(ddof=1)) if per_seed.size > 1 else 0.0
+        cells.append(
+            TableCell(benchmark, row, label, len(tasks), len(common), float(per_seed.mean()), std)
+        )
+    return cells
+
+
+def benchmark_order(name: str) -> tuple[int, str]:
+    """Sort key of benchmarks: OGBench, D4RL, toy, then the rest."""
+    order = list(_BENCHMARKS)
+    return (order.index(name) if name in order else len(order), name)
+
+
 def table_rows(
-    tasks: dict[tuple[str, str], Estimate],
-    seed_counts: dict[tuple[str, str], int],
-    aggregates: dict[str, dict[str, Estimate]],
-    matrices: dict[str, np.ndarray],
+    scores: dict[tuple[str, str], dict[int, float]], by: str, reps: int, seed: int
 ) -> list[dict[str, object]]:
-    """Flatten task and aggregate estimates into CSV rows (one per agent and task/statistic)."""
+    """The table as flat rows: one per (row, label) cell, then IQM and mean per benchmark.
+
+    Aggregates pool all tasks of a benchmark (not its families), per label, with rliable's
+    stratified-bootstrap 95% CIs.
+    """
     rows: list[dict[str, object]] = []
-    for (env_name, agent_name), est in sorted(tasks.items()):
+    for cell in table_cells(scores, by):
         rows.append(
             dict(
-                agent=agent_name,
-                task=env_name,
-                statistic='mean over seeds',
-                n_seeds=seed_counts[env_name, agent_name],
-                n_tasks=1,
-                value=est.value,
-                ci_low=est.low,
-                ci_high=est.high,
+                benchmark=cell.benchmark,
+                row=cell.row,
+                label=cell.label,
+                statistic=ROW_STATISTIC,
+                n_tasks=cell.n_tasks,
+                n_seeds=cell.n_seeds,
+                value=cell.mean,
+                std=cell.std,
+                ci_low='',
+                ci_high='',
             )
         )
-    for agent_name, stats in sorted(aggregates.items()):
-        n_seeds, n_tasks = matrices[agent_name].shape
-        for statistic, est in stats.items():
-            rows.append(
-                dict(
-                    agent=agent_name,
-                    task='all tasks',
-                    statistic=statistic,
-                    n_seeds=n_seeds,
-                    n_tasks=n_tasks,
-                    value=est.value,
-                    ci_low=est.low,
-                    ci_high=est.high,
+    benchmarks: dict[str, dict[tuple[str, str], np.ndarray]] = {}
+    for (env_name, label), per_seed in scores.items():
+        ordered = np.array([per_seed[s] for s in sorted(per_seed)])
+        benchmarks.setdefault(task_group(env_name)[0], {})[env_name, label] = ordered
+    for benchmark in sorted(benchmarks, key=benchmark_order):
+        matrices = score_matrices(benchmarks[benchmark])
+        for label, stats in aggregate_estimates(matrices, reps=reps, seed=seed).items():
+            n_seeds, n_tasks = matrices[label].shape
+            for statistic, est in stats.items():
+                rows.append(
+                    dict(
+                        benchmark=benchmark,
+                        row='all tasks',
+                        label=label,
+                        statistic=statistic,
+                        n_tasks=n_tasks,
+                        n_seeds=n_seeds,
+                        value=est.value,
+                        std='',
+                        ci_low=est.low,
+                        ci_high=est.high,
+                    )
                 )
-            )
     return rows
 
 
-def format_markdown(rows: Sequence[dict[str, object]], heading: str) -> str:
-    """Render table rows as markdown: one line per task or aggregate, one column per agent."""
-    agents = sorted({str(r['agent']) for r in rows})
-    cells: dict[str, dict[str, str]] = {}  # line label -> agent -> cell; dicts keep row order
-    for row in rows:
-        if row['task'] == 'all tasks':
-            label = f'**{row["statistic"]}** across tasks'
-            count = f'{row["n_seeds"]} seeds x {row["n_tasks"]} tasks'
+def _table_layout(rows: Sequence[dict[str, object]]):
+    """Columns and lines shared by the Markdown and LaTeX renderings.
+
+    Returns (labels, lines); a line is ('section', benchmark display name) or
+    ('cells', row title, {label: cell text}).
+    """
+    labels = sorted({str(r['label']) for r in rows}, key=natural_key)
+    benchmarks = sorted({str(r['benchmark']) for r in rows}, key=benchmark_order)
+    lines: list[tuple] = []
+    for benchmark in benchmarks:
+        if len(benchmarks) > 1:
+            lines.append(('section', _BENCHMARKS.get(benchmark, benchmark)))
+        mine = [r for r in rows if r['benchmark'] == benchmark]
+        cells = [r for r in mine if r['statistic'] == ROW_STATISTIC]
+        for row_name in sorted({str(r['row']) for r in cells}):
+            in_row = {str(r['label']): r for r in cells if r['row'] == row_name}
+            most = max(int(r['n_tasks']) for r in in_row.values())
+            title = f'{row_name} ({most} tasks)' if most > 1 else row_name
+            texts = {}
+            for label, r in in_row.items():
+                text = f'{r["value"]:.1f} ± {r["std"]:.1f}'
+                if int(r['n_tasks']) < most:
+                    text += f' ({r["n_tasks"]}/{most} tasks)'
+                texts[label] = text
+            lines.append(('cells', title, texts))
+        for statistic in ('IQM', 'mean'):
+            in_row = {str(r['label']): r for r in mine if r['statistic'] == statistic}
+            if not in_row:
+                continue
+            n_tasks = max(int(r['n_tasks']) for r in in_row.values())
+            texts = {
+                label: f'{r["value"]:.1f} [{r["ci_low"]:.1f}, {r["ci_high"]:.1f}]'
+                for label, r in in_row.items()
+            }
+            tasks = f'{n_tasks} task' + ('s' if n_tasks > 1 else '')
+            lines.append(('cells', f'{statistic} over {tasks}', texts))
+    return labels, lines
+
+
+def format_markdown(rows: Sequence[dict[str, object]], heading: str, by: str) -> str:
+    """The table as Markdown: one line per row (family or task) and aggregate, labels as columns."""
+    labels, lines = _table_layout(rows)
+    first = 'task family' if by == 'family' else 'task'
+    out = [heading, '', f'| {first} | ' + ' | '.join(labels) + ' |', '|---' * (len(labels) + 1)]
+    out[-1] += '|'
+    for line in lines:
+        if line[0] == 'section':
+            out.append(f'| *{line[1]}* |' + ' |' * len(labels))
         else:
-            label, count = str(row['task']), f'{row["n_seeds"]} seeds'
-        cells.setdefault(label, {})[str(row['agent'])] = (
-            f'{row["value"]:.1f} [{row["ci_low"]:.1f}, {row["ci_high"]:.1f}] ({count})'
-        )
-    lines = [heading, '', '| task | ' + ' | '.join(agents) + ' |', '|---' * (len(agents) + 1) + '|']
-    for label, by_agent in cells.items():
-        lines.append(f'| {label} | ' + ' | '.join(by_agent.get(a, '-') for a in agents) + ' |')
-    return '\n'.join(lines) + '\n'
+            _, title, texts = line
+            bold = title.startswith(('IQM ', 'mean '))
+            title = f'**{title}**' if bold else title
+            out.append(f'| {title} | ' + ' | '.join(texts.get(name, '-') for name in labels) + ' |')
+    return '\n'.join(out) + '\n'
+
+
+_LATEX_SPECIAL = {c: f'\\{c}' for c in '&%$#_{}'} | {'~': r'\textasciitilde{}', '^': r'\^{}'}
+
+
+def _latex(text: str) -> str:
+    """Escape LaTeX's special characters; '±' and brackets become math."""
+    escaped = ''.join(_LATEX_SPECIAL.get(c, c) for c in text.replace('\\', r'\textbackslash{}'))
+    return escaped.replace(' ± ', r' $\pm$ ')
+
+
+def format_latex(rows: Sequence[dict[str, object]], heading: str, by: str) -> str:
+    r"""The same table as a booktabs ``tabular`` (needs ``\usepackage{booktabs}``)."""
+    labels, lines = _table_layout(rows)
+    first = 'Task family' if by == 'family' else 'Task'
+    out = [
+        f'% {heading}',
+        r'\begin{tabular}{l' + 'c' * len(labels) + '}',
+        r'\toprule',
+        ' & '.join([first, *map(_latex, labels)]) + r' \\',
+        r'\midrule',
+    ]
+    for line in lines:
+        if line[0] == 'section':
+            out.append(
+                rf'\multicolumn{{{len(labels) + 1}}}{{l}}{{\textit{{{_latex(line[1])}}}}} \\'
+            )
+        else:
+            _, title, texts = line
+            if title.startswith('IQM '):
+                out.append(r'\midrule')
+            cells = [_latex(texts.get(label, '-')) for label in labels]
+            out.append(' & '.join([_latex(title), *cells]) + r' \\')
+    out += [r'\bottomrule', r'\end{tabular}']
+    return '\n'.join(out) + '\n'
 
 
 # ---------------------------------------------------------------------------- drawing
@@ -615,29 +847,28 @@ def choose_metrics(runs: Sequence[Run], requested: str | None) -> tuple[list[str
     return drawn, drawn[0]
 
 
-def _write_table(curves, metric, out: Path, window: int, reps: int, seed: int) -> str:
-    """Compute the final-score table, write ``<out stem>_table.{csv,md}``, return the markdown."""
-    scores = {key: final_scores(group, window) for key, group in curves.items()}
-    matrices = score_matrices(scores)
-    rows = table_rows(
-        task_estimates(scores, reps=reps, seed=seed),
-        {key: len(group.seeds) for key, group in curves.items()},
-        aggregate_estimates(matrices, reps=reps, seed=seed),
-        matrices,
-    )
-    label, _ = metric_display(metric)
+def _write_table(curves, metric, out: Path, window: int, reps: int, seed: int, by: str) -> str:
+    """Compute the final-score table, write ``<out stem>_table.{csv,md,tex}``, return Markdown."""
+    scores = {
+        key: dict(zip(group.seeds, map(float, final_scores(group, window)), strict=True))
+        for key, group in curves.items()
+    }
+    rows = table_rows(scores, by, reps, seed)
+    unit, _ = metric_display(metric)
+    rows_are = 'task family (mean over its tasks)' if by == 'family' else 'task'
     heading = (
-        f'Final {metric} in {label}, last {window} evaluation(s): mean over seeds '
-        f'[95% bootstrap CI] per task; IQM and mean across tasks with stratified-bootstrap '
-        f'95% CIs (rliable).'
+        f'Final {metric} in {unit}, last {window} evaluation(s). One row per {rows_are}: mean '
+        f'over seeds ± standard deviation over seeds; IQM and mean over all tasks of a '
+        f'benchmark [stratified-bootstrap 95% CI, rliable]. Columns: run labels.'
     )
-    markdown = format_markdown(rows, heading)
     stem = out.with_suffix('')
     with open(f'{stem}_table.csv', 'w', newline='') as f:
-        writer = csv.DictWriter(f, fieldnames=['metric', *rows[0]])
+        writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)
         writer.writeheader()
         writer.writerows({'metric': metric, **row} for row in rows)
+    markdown = format_markdown(rows, heading, by)
     Path(f'{stem}_table.md').write_text(markdown)
+    Path(f'{stem}_table.tex').write_text(format_latex(rows, heading, by))
     return markdown
 
 
@@ -667,8 +898,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         '--table',
         action='store_true',
-        help='print final scores per task and IQM/mean across tasks; also write '
-        '<out stem>_table.csv and _table.md',
+        help='print the final-score table (rows: task families, or tasks with --by task; '
+        'columns: run labels; IQM and mean per benchmark) and write <out stem>_table.csv, '
+        '.md and .tex',
+    )
+    parser.add_argument(
+        '--by',
+        choices=('family', 'task'),
+        default='family',
+        help='table rows: task families (an OGBench family pools its 5 tasks; default) or tasks',
     )
     parser.add_argument(
         '--final-window',
@@ -705,7 +943,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figure = draw_curves(curves_by_metric, reps=args.reps, seed=args.seed, title=args.title)
         figure.savefig(out, dpi=150)
         n_groups = len({key for curves in curves_by_metric.values() for key in curves})
-        log.info('wrote %s (%d runs, %d env/agent groups)', out, len(runs), n_groups)
+        log.info('wrote %s (%d runs, %d env/label groups)', out, len(runs), n_groups)
         if args.table:
             table_curves = curves_by_metric[table_metric]
             skipped = sorted({r.env_name for r in runs} - {env for env, _ in table_curves})
@@ -717,7 +955,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             print(
                 _write_table(
-                    table_curves, table_metric, out, args.final_window, args.reps, args.seed
+                    table_curves,
+                    table_metric,
+                    out,
+                    args.final_window,
+                    args.reps,
+                    args.seed,
+                    args.by,
                 )
             )
     except UserError as error:

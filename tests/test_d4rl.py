@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 from drol_jax.envs import d4rl
-from drol_jax.envs.base import DATASET_KEYS, DataOptions
+from drol_jax.envs.base import ACTION_CLIP, DATASET_KEYS, DataOptions
 from drol_jax.errors import DatasetError
 
 ANTMAZE_ID = 'D4RL/antmaze/umaze-v1'
 PEN_ID = 'D4RL/pen/human-v2'
-LIMIT = 1.0 - 1e-5
+LIMIT = ACTION_CLIP
 
 
 def _episode(observations, actions, rewards, terminations, truncations):
@@ -59,12 +59,25 @@ def test_registry_routes_d4rl_names_here():
 
     resolved = registry.resolve('D4RL/door/cloned-v2')
     assert resolved.family is d4rl.FAMILY and resolved.name == 'door-cloned-v1'
+    assert resolved.task_family == 'door-cloned'
+    assert registry.resolve('antmaze-large-play-v2').task_family == 'antmaze-large-play'
+    assert registry.resolve('D4RL/pen/human-v2').task_family == 'pen-human'
+    assert registry.resolve('antmaze-umaze-diverse-v2').task_family == 'antmaze-umaze-diverse'
+
+
+def test_online_reward_shift_matches_the_dataset_convention():
+    # AntMaze datasets store reward - 1; online rewards get the same shift, Adroit none.
+    shifts = {task.d4rl_name: task.online_reward_shift for task in d4rl.TASKS}
+    assert {n for n, shift in shifts.items() if shift == -1.0} == {
+        t.d4rl_name for t in d4rl.TASKS if t.domain == 'antmaze'
+    }
+    assert {shift for n, shift in shifts.items() if not n.startswith('antmaze')} == {0.0}
 
 
 # --- conversions on hand-made data -----------------------------------------------------------
 
 
-def test_episodes_to_transitions_follows_fql_conventions():
+def test_episodes_to_transitions_follows_fql_conventions(capsys):
     first = _episode(
         _dict_obs(0, 3),
         actions=[[2.0], [-3.0], [0.5]],
@@ -79,7 +92,13 @@ def test_episodes_to_transitions_follows_fql_conventions():
         terminations=[False, False],
         truncations=[False, True],
     )
-    data = d4rl.episodes_to_transitions([first, second], d4rl.ANTMAZE_OBSERVATION_KEYS, True)
+    data = d4rl.episodes_to_transitions(
+        [first, second], d4rl.ANTMAZE_OBSERVATION_KEYS, True, 'hand-made'
+    )
+    # 2.0 and -3.0 were outside [-1, 1]; 1.0 only moves to LIMIT, which is not news.
+    assert capsys.readouterr().err == (
+        '[d4rl] hand-made: 2 of 5 action values were outside [-1, 1]; clipped them.\n'
+    )
 
     assert set(data) == set(DATASET_KEYS)
     assert all(value.dtype == np.float32 for value in data.values())
@@ -98,7 +117,7 @@ def test_episodes_to_transitions_follows_fql_conventions():
 def test_adroit_episodes_keep_rewards_and_array_observations():
     observations = np.arange(8, dtype=np.float64).reshape(4, 2)
     episode = _episode(observations, [[0.0]] * 3, [5.0, 6.0, 7.0], [False] * 3, [0, 0, 1])
-    data = d4rl.episodes_to_transitions([episode], None, False)
+    data = d4rl.episodes_to_transitions([episode], None, False, 'hand-made')
     np.testing.assert_array_equal(data['rewards'], [5, 6, 7])
     np.testing.assert_array_equal(data['observations'], observations[:-1])
     np.testing.assert_array_equal(data['next_observations'], observations[1:])
@@ -109,10 +128,10 @@ def test_adroit_episodes_keep_rewards_and_array_observations():
 def test_episode_with_wrong_observation_count_is_a_dataset_error():
     episode = _episode(np.zeros((3, 2)), [[0.0]] * 3, [0.0] * 3, [False] * 3, [False] * 3)
     with pytest.raises(DatasetError, match='one more observation'):
-        d4rl.episodes_to_transitions([episode], None, False)
+        d4rl.episodes_to_transitions([episode], None, False, 'hand-made')
 
 
-def test_qlearning_dataset_processing_marks_discontinuities():
+def test_qlearning_dataset_processing_marks_discontinuities(capsys):
     # Two trajectories: 0 -> 1 -> 2 (timeout), then 7 -> 8 (terminal at the goal).
     raw = {
         'observations': np.array([[0.0], [1.0], [7.0], [8.0]]),
@@ -121,14 +140,17 @@ def test_qlearning_dataset_processing_marks_discontinuities():
         'rewards': np.array([0.0, 0.0, 0.0, 1.0]),
         'terminals': np.array([False, False, False, True]),
     }
-    antmaze = d4rl.process_qlearning_dataset(raw, is_antmaze=True)
+    antmaze = d4rl.process_qlearning_dataset(raw, is_antmaze=True, source='antmaze-x')
+    assert capsys.readouterr().err == (
+        '[d4rl] antmaze-x: 2 of 4 action values were outside [-1, 1]; clipped them.\n'
+    )
     assert set(antmaze) == set(DATASET_KEYS)
     assert all(value.dtype == np.float32 for value in antmaze.values())
     np.testing.assert_array_equal(antmaze['terminals'], [0, 1, 0, 1])
     np.testing.assert_array_equal(antmaze['masks'], [1, 1, 1, 0])
     np.testing.assert_array_equal(antmaze['rewards'], [-1, -1, -1, 0])
     np.testing.assert_allclose(antmaze['actions'][:, 0], [LIMIT, 0.0, -LIMIT, 0.3])
-    adroit = d4rl.process_qlearning_dataset(raw, is_antmaze=False)
+    adroit = d4rl.process_qlearning_dataset(raw, is_antmaze=False, source='adroit-x')
     np.testing.assert_array_equal(adroit['rewards'], raw['rewards'])
 
 
@@ -192,6 +214,7 @@ def test_load_antmaze_from_minari(minari_store, monkeypatch, no_legacy_d4rl):
     data = bundle.train_dataset
 
     assert bundle.env_name == 'antmaze-umaze-v2' and bundle.val_dataset is None
+    assert bundle.online_reward_shift == -1.0
     assert bundle.provenance['source'] == 'minari'
     assert bundle.provenance['dataset_id'] == ANTMAZE_ID
     assert data['observations'].shape == (36, 2 + 27 + 2)
@@ -243,6 +266,7 @@ def test_load_pen_from_minari_by_minari_id(minari_store, monkeypatch, no_legacy_
     data = bundle.train_dataset
 
     assert data['observations'].shape == (20, 45) and data['actions'].shape == (20, 24)
+    assert bundle.online_reward_shift == 0.0
     raw_rewards = np.concatenate([episode.rewards for episode in _episodes(minari_store, PEN_ID)])
     np.testing.assert_allclose(data['rewards'], raw_rewards, rtol=1e-6)
     np.testing.assert_array_equal(np.flatnonzero(data['terminals']), [9, 19])

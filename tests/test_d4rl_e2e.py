@@ -7,6 +7,8 @@ import pytest
 from minari_fixtures import make_tiny_minari_dataset
 from test_main import TINY, read_csv_rows, run_main
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope='module')
 def minari_root(tmp_path_factory):

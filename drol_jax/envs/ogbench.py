@@ -143,6 +143,7 @@ def download_published(dataset_name: str, dataset_dir: str, stall_timeout_s: flo
     Their sha256 go to ``download_record_path``, which later runs check to call the data
     published. Raises ``DownloadError``.
     """
+    dataset_dir = os.path.expanduser(dataset_dir)
     os.makedirs(dataset_dir, exist_ok=True)
     tmp_dir = tempfile.mkdtemp(prefix='.drol_jax-download-', dir=dataset_dir)
     log_path = os.path.join(tmp_dir, 'download.log')
@@ -288,7 +289,7 @@ def _unverified_reason(train_path: str) -> str | None:
     return None
 
 
-def _provenance(train_path: str, via: str) -> dict[str, Any]:
+def provenance_of(train_path: str, via: str) -> dict[str, Any]:
     """Label the data of an existing file: generated, published or unverified."""
     from drol_jax import datagen
 
@@ -378,14 +379,14 @@ def _locate(canonical: str, options: DataOptions) -> tuple[str, str]:
     if is_regenerable(canonical):
         return _regenerate(dataset_name, options, why)
     command = (
-        f"python -c \"import ogbench; ogbench.download_datasets(['{dataset_name}'], "
-        f"dataset_dir='~/.ogbench/data')\""
+        'python -c "from drol_jax.envs.ogbench import download_published; '
+        f"download_published('{dataset_name}', '~/.ogbench/data', 60)\""
     )
     raise DatasetError(
         f'{why}. Locomotion datasets came from expert policies that ogbench does not ship, so '
         f'they cannot be regenerated: on a machine with internet run {command}, then copy '
-        f'{dataset_name}.npz and {dataset_name}-val.npz into {cache_dir} '
-        '(or point --dataset_path at the first).'
+        f'{dataset_name}.npz, {dataset_name}-val.npz and {dataset_name}.download.json into '
+        f'{cache_dir} (or point --dataset_path at the first).'
     )
 
 
@@ -413,7 +414,7 @@ class OGBenchFamily:
         """Find, download or regenerate the data of ``env_name`` and load it for training."""
         path, via = _locate(env_name, options)
         train, val = _load_files(env_name, path)
-        provenance = _provenance(path, via)
+        provenance = provenance_of(path, via)
         provenance.update(env_name=env_name, dataset_name=dataset_name_of(env_name))
         return EnvBundle(
             env_name=env_name,
