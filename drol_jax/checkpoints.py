@@ -58,14 +58,14 @@ def official_params_path(folder: str, step: int) -> str:
     return os.path.join(folder, f'params_{step}.pkl')
 
 
-def agent_state_from_checkpoint(path: str, seed_index: int = 0) -> dict:
-    """One seed's agent state dict from our checkpoint (its leading axis stacks the seeds)."""
+def agent_state_from_checkpoint(path: str) -> dict:
+    """The agent state dict in one of our checkpoints (a run folder holds one seed)."""
     try:
         with open(path, 'rb') as f:
             raw = flax.serialization.msgpack_restore(f.read())
-        return jax.tree_util.tree_map(lambda x: x[seed_index], raw['agents'])
+        return jax.tree_util.tree_map(lambda x: x[0], raw['agents'])
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-        raise UserError(f'cannot read agent {seed_index} of checkpoint {path}: {e}') from e
+        raise UserError(f'cannot read the agent in checkpoint {path}: {e}') from e
 
 
 def restore_agent(agent, restore_path: str, restore_epoch: int):
@@ -73,7 +73,7 @@ def restore_agent(agent, restore_path: str, restore_epoch: int):
 
     The official files are pickles of ``{'agent': flax.serialization.to_state_dict(agent)}``;
     our parameter trees are the official ones, so they load as they are. From our checkpoints
-    the first seed is used.
+    the run folder's seed is used.
     """
     official = official_params_path(restore_path, restore_epoch)
     ours = checkpoint_path(restore_path, restore_epoch)
@@ -93,16 +93,16 @@ def restore_agent(agent, restore_path: str, restore_epoch: int):
         ) from e
 
 
-def export_official(run_dir: str, step: int, out_dir: str, seed_index: int = 0) -> str:
-    """Write one seed of our checkpoint as the official agents' ``params_<step>.pkl``."""
-    state = agent_state_from_checkpoint(checkpoint_path(run_dir, step), seed_index)
+def export_official(run_dir: str, step: int, out_dir: str) -> str:
+    """Write the agent of our checkpoint as the official agents' ``params_<step>.pkl``."""
+    state = agent_state_from_checkpoint(checkpoint_path(run_dir, step))
     os.makedirs(out_dir, exist_ok=True)
     payload = pickle.dumps({'agent': state})
     return write_atomic(official_params_path(out_dir, step), lambda f: f.write(payload))
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m drol_jax.checkpoints export RUN_DIR --step N --out DIR [--seed_index I]``."""
+    """``python -m drol_jax.checkpoints export RUN_DIR --out DIR [--step N]``."""
     parser = argparse.ArgumentParser(
         prog='python -m drol_jax.checkpoints',
         description='Export a checkpoint as the official DROL/FQL params_<step>.pkl.',
@@ -112,14 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument('run_dir', help='a run folder holding checkpoint_<step>.msgpack')
     export.add_argument('--step', type=int, help='checkpoint step (default: the latest)')
     export.add_argument('--out', required=True, help='folder for params_<step>.pkl')
-    export.add_argument('--seed_index', type=int, default=0, help='which seed of the file')
     args = parser.parse_args(argv)
     try:
         steps = saved_steps(args.run_dir)
         step = args.step if args.step is not None else (steps[-1] if steps else None)
         if step is None:
             raise UserError(f'no checkpoint in {args.run_dir}.')
-        print(export_official(args.run_dir, step, args.out, args.seed_index))
+        print(export_official(args.run_dir, step, args.out))
     except UserError as e:
         print(f'error: {e}', file=sys.stderr)
         return 2

@@ -741,7 +741,9 @@ def draw_curves(
     from matplotlib.ticker import FuncFormatter
 
     envs = sorted({env for curves in curves_by_metric.values() for env, _ in curves})
-    agents = sorted({agent for curves in curves_by_metric.values() for _, agent in curves})
+    agents = sorted(
+        {label for curves in curves_by_metric.values() for _, label in curves}, key=natural_key
+    )
     colors = {agent: f'C{i % 10}' for i, agent in enumerate(agents)}
     n_cols = min(len(envs), 4)
     rows_per_metric = math.ceil(len(envs) / n_cols)
@@ -787,11 +789,15 @@ def draw_curves(
         for e in range(len(envs), rows_per_metric * n_cols):
             axes[m * rows_per_metric + e // n_cols, e % n_cols].set_visible(False)
 
+    names = [_legend_label(a, curves_by_metric) for a in agents if a in legend_handles]
+    # As many columns as fit the figure's width (a legend entry takes about 0.09 in per
+    # character plus the line sample), so that long run labels wrap into rows.
+    fitting = int(fig.get_figwidth() / (0.09 * (max(map(len, names)) + 6)))
     fig.legend(
         [legend_handles[a] for a in agents if a in legend_handles],
-        [_legend_label(a, curves_by_metric) for a in agents if a in legend_handles],
+        names,
         loc='outside lower center',
-        ncols=min(len(legend_handles), 5),
+        ncols=max(1, min(len(names), 5, fitting)),
         frameon=False,
     )
     fig.suptitle(

@@ -14,6 +14,9 @@ import os
 import warnings
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+
 from drol_jax import checkpoints
 from drol_jax.errors import ConfigError, UserError
 from drol_jax.files import write_json_atomic
@@ -114,11 +117,20 @@ class RunFolders:
                 )
 
     def load_latest(self, candidates: list[int], target: dict) -> tuple[int, dict]:
-        """The newest checkpoint that loads; an unreadable one is skipped with a warning."""
+        """The newest checkpoint that every seed can load, restacked; see ``save``.
+
+        ``target`` has the structure of the saved state with all seeds stacked. An unreadable
+        checkpoint is skipped with a warning (the previous one is used).
+        """
         for step in candidates:
             try:
-                path = checkpoints.checkpoint_path(self.folders[0].run_dir, step)
-                return step, checkpoints.load(path, target)
+                per_seed = [
+                    checkpoints.load(
+                        checkpoints.checkpoint_path(folder.run_dir, step), _seed_slice(target, i)
+                    )
+                    for i, folder in enumerate(self.folders)
+                ]
+                return step, _restack(per_seed)
             except UserError as e:
                 warnings.warn(f'{e} Falling back to the previous checkpoint.', stacklevel=2)
         raise UserError(
@@ -156,9 +168,13 @@ class RunFolders:
                     folder.best_eval = folder.last_eval
 
     def save(self, step: int, state: dict[str, Any]) -> None:
-        """Checkpoint every seed's folder (each file holds the stacked state of all seeds)."""
-        for folder in self.folders:
-            checkpoints.save(folder.run_dir, step, state)
+        """Checkpoint every seed's folder with that seed's part of the seed-stacked ``state``.
+
+        Each file keeps a leading seed axis of size 1, so a file reads the same whether the run
+        trained one seed or many, and a folder holds only its own seed (not N copies of all).
+        """
+        for i, folder in enumerate(self.folders):
+            checkpoints.save(folder.run_dir, step, _seed_slice(state, i))
 
     def write_summaries(self, common: dict[str, Any]) -> list[dict]:
         """``summary.json`` per seed: ``common`` plus the seed's final and best evaluation."""
@@ -179,3 +195,27 @@ class RunFolders:
         for folder in self.folders:
             if folder.wandb:
                 folder.wandb.close()
+
+
+# Entries of a checkpoint state whose arrays carry the seed axis first.
+SEED_STACKED = ('agents', 'sampler_keys')
+
+
+def _seed_slice(state: dict[str, Any], index: int) -> dict[str, Any]:
+    """Seed ``index`` of a seed-stacked state, keeping a leading axis of size 1."""
+    sliced = {
+        key: jax.tree_util.tree_map(lambda x: x[index : index + 1], state[key])
+        for key in SEED_STACKED
+    }
+    return {**state, **sliced}
+
+
+def _restack(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate per-seed states along the seed axis (the inverse of ``_seed_slice``)."""
+    stacked = {
+        key: jax.tree_util.tree_map(
+            lambda *xs: jnp.concatenate(xs), *[state[key] for state in states]
+        )
+        for key in SEED_STACKED
+    }
+    return {**states[0], **stacked}

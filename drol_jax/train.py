@@ -549,7 +549,8 @@ def _duration(seconds: float) -> str:
 
 def _describe_source(provenance: dict) -> str:
     """One line on where the training data came from, its label first."""
-    extras = {k: v for k, v in provenance.items() if k in ('path', 'episodes', 'seed', 'size')}
+    shown = ('path', 'episodes', 'seed', 'size', 'why')
+    extras = {k: v for k, v in provenance.items() if k in shown}
     return f'{provenance.get("source", "unknown")} {extras}'
 
 

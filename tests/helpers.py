@@ -1,32 +1,132 @@
-"""Small shared pieces for the tests: tiny configs, random batches, fused training."""
+"""Shared pieces of the tests: the agent files, tiny configs and agents, data, runs, main.py."""
 
+import dataclasses
+import functools
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import flax
 import jax
 import numpy as np
 
+from drol_jax.agent_file import AgentFile, load_agent_file
 from drol_jax.data import to_device
-from drol_jax.train import make_train_block, stack_agents, unstack_agent
+from drol_jax.envs import toy
+from drol_jax.train import RunConfig
+from drol_jax.updates import make_train_block, stack_agents, unstack_agent
 
-SMALL_HIDDEN = (64, 64)
+REPO = str(Path(__file__).resolve().parent.parent)
+
+# Every agent file in agents/: generic tests run on each, whatever agents the folder holds.
+AGENT_PATHS = sorted(
+    str(p) for p in Path(REPO, 'agents').glob('*.py') if not p.name.startswith('_')
+)
+AGENT_IDS = [Path(p).stem for p in AGENT_PATHS]
+
+TINY_HIDDEN = (32,)  # One hidden layer: the tests' programs compile about twice as fast.
+# main.py flags for tiny networks (compile and train fast on CPU).
+TINY = [
+    '--agent.actor_hidden_dims=(32,32)',
+    '--agent.value_hidden_dims=(32,32)',
+    '--agent.batch_size=32',
+]
+
+
+@functools.cache
+def agent_file(path: str) -> AgentFile:
+    """An agent file, imported once per session: its jitted methods then compile once."""
+    return load_agent_file(str(path))
 
 
 def small_config(config, **overrides):
-    """A copy of an agent config with small networks (fast on CPU) and the given overrides."""
+    """A copy of an agent config with tiny networks and batches, plus the given overrides."""
     config = config.copy_and_resolve_references()
-    config.actor_hidden_dims = SMALL_HIDDEN
-    config.value_hidden_dims = SMALL_HIDDEN
-    config.batch_size = 64
+    config.actor_hidden_dims = TINY_HIDDEN
+    config.value_hidden_dims = TINY_HIDDEN
+    config.batch_size = 32
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
 
 
-def train_fused(agent_class, config, dataset, num_updates, seed=0):
-    """Create an agent and train it with the library's fused update block."""
-    agent = agent_class.create(seed, dataset['observations'][:1], dataset['actions'][:1], config)
+def toy_dataset(size=512, seed=0):
+    return toy.TASKS['toy-multimodal'].make_dataset(size, seed=seed)
+
+
+_CREATE_FNS = {}
+
+
+def create(agent_class, config, seed, ex_observations, ex_actions):
+    """``agent_class.create`` compiled once per (class, config): XLA builds the whole init.
+
+    Eager creation compiles every initialiser op on its own, which costs seconds per new shape;
+    the seed is traced, so one compiled program serves every seed.
+    """
+    key = (agent_class, json.dumps(config.to_dict(), sort_keys=True, default=str))
+    if key not in _CREATE_FNS:
+        _CREATE_FNS[key] = jax.jit(lambda s, o, a: agent_class.create(s, o, a, config))
+    return _CREATE_FNS[key](seed, ex_observations, ex_actions)
+
+
+def create_agent(path: str, config=None, seed=0, obs_dim=toy.OBS_DIM, action_dim=2):
+    """An agent of the file at ``path`` (tiny config by default) for the given input sizes."""
+    config = config or small_config(agent_file(path).default_config())
+    ex_obs = np.zeros((1, obs_dim), np.float32)
+    ex_act = np.zeros((1, action_dim), np.float32)
+    return create(agent_file(path).agent_class, config, seed, ex_obs, ex_act)
+
+
+def with_config(agent, **changes):
+    """The same agent (same parameters) with some hyperparameters changed."""
+    return agent.replace(config=flax.core.FrozenDict({**agent.config, **changes}))
+
+
+class TinyAgent(NamedTuple):
+    file: AgentFile
+    config: Any
+    agent: Any
+
+
+@functools.cache
+def tiny_agent(path: str) -> TinyAgent:
+    """One tiny agent per agent file, shared by the tests so its methods compile once."""
+    config = small_config(agent_file(path).default_config())
+    return TinyAgent(agent_file(path), config, create_agent(path, config))
+
+
+# conftest.py makes XLA compile fast and run these tiny networks slower; a long training
+# compiles its block with XLA's default optimisations instead (measured: 8x faster updates for
+# 3-4 s more compilation).
+DEFAULT_OPTIMIZATION = {'xla_backend_optimization_level': 3, 'xla_cpu_use_fusion_emitters': True}
+
+
+def default_optimization() -> dict:
+    """Compiler options restoring XLA's defaults that the session's XLA_FLAGS changed."""
+    flags = os.environ.get('XLA_FLAGS', '')
+    return {k: v for k, v in DEFAULT_OPTIMIZATION.items() if k in flags}
+
+
+def train_fused(agent_class, config, dataset, num_updates, seeds=(0,), optimize=False):
+    """Train one agent per seed with the library's fused update block (seeds vmapped).
+
+    ``optimize``: compile with XLA's default optimisations (for thousands of updates).
+    Returns the list of trained agents, one per seed.
+    """
+    ex_obs, ex_act = dataset['observations'][:1], dataset['actions'][:1]
+    agents = stack_agents([create(agent_class, config, s, ex_obs, ex_act) for s in seeds])
+    keys = jax.numpy.stack([jax.random.PRNGKey(s + 1) for s in seeds])
+    data = to_device(dataset)
     block = make_train_block(config.batch_size)
-    keys = jax.random.PRNGKey(seed + 1)[None]
-    agents, _, _, _ = block(stack_agents([agent]), keys, to_device(dataset), num_updates)
-    return unstack_agent(agents, 0)
+    if optimize:
+        lowered = block.lower(agents, keys, data, num_updates)
+        block = lowered.compile(compiler_options=default_optimization())
+    result = block(agents, keys, data, num_updates)
+    return [unstack_agent(result.agents, i) for i in range(len(seeds))]
 
 
 def interval_dataset(intervals, size=4096, seed=0):
@@ -47,3 +147,116 @@ def interval_dataset(intervals, size=4096, seed=0):
         'terminals': np.ones(size, np.float32),
         'next_observations': observations,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs.
+
+
+def toy_run_config(save_dir, **overrides) -> RunConfig:
+    base = RunConfig(
+        env_name='toy-multimodal',
+        save_dir=str(save_dir),
+        run_group='t',
+        offline_steps=40,
+        log_interval=10,
+        eval_interval=20,
+        save_interval=20,
+        eval_episodes=4,
+        progress=False,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def run_dir(save_dir, seed=0, agent='drol', env='toy-multimodal', group='t'):
+    return os.path.join(str(save_dir), group, env, agent, f'seed{seed}')
+
+
+# A behaviour-cloning agent written against the agent interface only: no hyperparameter checks,
+# no progress metrics, no published settings (a third party's file).
+THIRD_PARTY_AGENT = textwrap.dedent(
+    '''
+    """A minimal behaviour-cloning agent written against the agent interface only."""
+    import flax
+    import jax
+    import jax.numpy as jnp
+    import ml_collections
+    import optax
+
+    from drol_jax.networks import ConditionedPolicy
+    from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field
+
+
+    def get_config():
+        return ml_collections.ConfigDict(dict(agent_name='plainbc', lr=1e-3, batch_size=32))
+
+
+    class PlainBCAgent(flax.struct.PyTreeNode):
+        rng: jax.Array
+        network: TrainState
+        config: dict = nonpytree_field()
+
+        @jax.jit
+        def total_loss(self, batch, grad_params, rng=None):
+            prediction = self.network.select('actor')(batch['observations'], params=grad_params)
+            loss = jnp.mean((prediction - batch['actions']) ** 2)
+            return loss, {'actor/bc_loss': loss}
+
+        @jax.jit
+        def update(self, batch):
+            network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p))
+            return self.replace(network=network), info
+
+        @jax.jit
+        def sample_actions(self, observations, seed=None, temperature=1.0):
+            return jnp.clip(self.network.select('actor')(observations), -1, 1)
+
+        @classmethod
+        def create(cls, seed, ex_observations, ex_actions, config):
+            rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+            network_def = ModuleDict({'actor': ConditionedPolicy((32,), ex_actions.shape[-1])})
+            params = network_def.init(init_rng, actor=(ex_observations,))['params']
+            network = TrainState.create(network_def, params, optax.adam(config['lr']))
+            return cls(rng, network, flax.core.FrozenDict(**config))
+    '''
+)
+
+
+def write_agent_file(folder, name: str, source: str) -> str:
+    """Write an agent file ``folder/name`` and return its path."""
+    path = os.path.join(str(folder), name)
+    with open(path, 'w') as f:
+        f.write(source)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# main.py in a subprocess.
+
+
+def run_main(*args, cwd=REPO, timeout=300):
+    """``python main.py --progress=false ARGS``; a later flag wins, so ARGS may override it."""
+    env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': REPO}
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO, 'main.py'), '--progress=false', *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def read_csv_rows(path):
+    with open(path) as f:
+        lines = f.read().strip().splitlines()
+    return lines[0].split(','), lines[1:]
+
+
+def one_line_error(result) -> str:
+    """The single ``error:`` line of a failed main.py run (exit 2, no traceback)."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert 'Traceback' not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
+    assert len(errors) == 1, result.stderr[-2000:]
+    return errors[0]

@@ -138,6 +138,7 @@ def test_voronoi_refuses_an_agent_without_routing_helpers(tmp_path, capsys):
 # The figure commands on tiny settings.
 
 
+@pytest.mark.slow
 def test_k_scaling_bc_falls_and_spread_grows_with_k(tmp_path):
     args = ['k-scaling', '--out_dir', str(tmp_path), '--agent', DROL, '--ks', '1', '8']
     args += ['--steps', '150', '--seeds', '2', '--eval_states', '256', '--eval_draws', '2']
@@ -153,6 +154,7 @@ def test_k_scaling_bc_falls_and_spread_grows_with_k(tmp_path):
     assert bc[:, 0].min() > 0.5 * result['mean_regressor_bc']
 
 
+@pytest.mark.slow
 def test_voronoi_records_a_handoff_forced_by_the_critic(tmp_path):
     # BC-only warm-up lets candidates settle on clusters; a large Q weight then pushes them all
     # towards the best cluster, so dataset actions of the other clusters change owner.
@@ -169,6 +171,7 @@ def test_voronoi_records_a_handoff_forced_by_the_critic(tmp_path):
     assert np.array(result['candidates']).shape == (3, 3, 2)
 
 
+@pytest.mark.slow
 def test_runtime_measures_drol_and_fql(tmp_path):
     args = ['runtime', '--out_dir', str(tmp_path), '--agent', DROL, '--fql_agent', FQL]
     args += ['--ks', '2', '--size', 'tiny', '--batch_size', '32', '--updates', '3']

@@ -275,6 +275,8 @@ def test_cli_writes_png_and_table(tmp_path, capsys):
             '--out',
             str(out),
             '--table',
+            '--by',
+            'task',
             '--reps',
             '300',
         ]
@@ -284,10 +286,11 @@ def test_cli_writes_png_and_table(tmp_path, capsys):
     assert out.stat().st_size > 20_000  # a blank canvas compresses far smaller
 
     with open(tmp_path / 'figs' / 'curves_table.csv') as f:
-        rows = {(r['agent'], r['task'], r['statistic']): r for r in csv.DictReader(f)}
+        rows = {(r['label'], r['row'], r['statistic']): r for r in csv.DictReader(f)}
     for (env, agent), per_seed in finals.items():
-        row = rows[agent, env, 'mean over seeds']
+        row = rows[agent, env, plot.ROW_STATISTIC]
         assert float(row['value']) == pytest.approx(100 * np.mean(per_seed))
+        assert float(row['std']) == pytest.approx(100 * np.std(per_seed, ddof=1))
         assert row['metric'] == plot.SUCCESS
         assert row['n_seeds'] == '3'
     # drol's 6 final scores (in %): 20,40,60,60,80,100 -> IQM = mean(40,60,60,80) = 60
@@ -299,8 +302,11 @@ def test_cli_writes_png_and_table(tmp_path, capsys):
 
     printed = capsys.readouterr().out
     assert '| task | drol | fql |' in printed
-    assert '**IQM** across tasks' in printed
+    assert '| task-a | 80.0 ± 20.0 | 50.0 ± 0.0 |' in printed
+    assert '**IQM over 2 tasks**' in printed
     assert (tmp_path / 'figs' / 'curves_table.md').read_text() in printed
+    latex = (tmp_path / 'figs' / 'curves_table.tex').read_text()
+    assert r'task-a & 80.0 $\pm$ 20.0 & 50.0 $\pm$ 0.0 \\' in latex
 
 
 def test_cli_falls_back_to_return_when_no_success(tmp_path):
@@ -311,10 +317,12 @@ def test_cli_falls_back_to_return_when_no_success(tmp_path):
     runs = plot.load_runs([str(tmp_path / 'seed*')])
     assert plot.choose_metrics(runs, None) == ([plot.RETURN], plot.RETURN)
     out = tmp_path / 'c.png'
-    assert plot.main(['--runs', str(tmp_path / 'seed*'), '--out', str(out), '--table']) == 0
+    args = ['--runs', str(tmp_path / 'seed*'), '--out', str(out), '--table', '--reps', '300']
+    assert plot.main(args) == 0
     with open(tmp_path / 'c_table.csv') as f:
         (task, iqm, mean) = list(csv.DictReader(f))
     assert task['metric'] == plot.RETURN
+    assert (task['benchmark'], task['row']) == ('other', 'hopper-medium-v2')
     assert float(task['value']) == pytest.approx(300.5)
 
 
@@ -323,3 +331,150 @@ def test_cli_rejects_unknown_metric(tmp_path, capsys):
     status = plot.main(['--runs', str(tmp_path), '--metric', 'evaluation/nope'])
     assert status == 2
     assert 'evaluation/episode.return' in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ labels and settings
+
+
+def labelled(root, group, env, seed, final, label=None, config=None, steps=STEPS, agent='drol'):
+    """A run of ours with an optional run_label and extra agent settings; success ends at final."""
+    flags = {
+        'env_name': env,
+        'seed': seed,
+        'run_group': group,
+        'agent': {'agent_name': agent, **(config or {})},
+    }
+    if label is not None:
+        flags['run_label'] = label
+    rows = [{'step': st, 'evaluation/success': final} for st in steps]
+    run_dir = root / group / env / agent / f'seed{seed}'
+    write_run(run_dir, rows, flags)
+    return run_dir
+
+
+def test_runs_with_different_settings_are_never_pooled(tmp_path, caplog):
+    # A K sweep logged without run labels: same env, agent name and seeds, different K.
+    for k in (4, 16):
+        for seed in (0, 1):
+            labelled(tmp_path, f'k{k}', 'cube-single', seed, 0.1 * k / 16, config={'K': k})
+    with caplog.at_level(logging.WARNING):
+        curves = plot.group_curves(plot.load_runs([str(tmp_path)]), plot.SUCCESS)
+    assert sorted(curves) == [('cube-single', 'drol K=16'), ('cube-single', 'drol K=4')]
+    assert curves['cube-single', 'drol K=4'].seeds == (0, 1)
+    np.testing.assert_allclose(curves['cube-single', 'drol K=16'].values[:, -1], [10, 10])
+    assert 'differ in K' in caplog.text
+    assert 'duplicate' not in caplog.text
+
+
+def test_same_setting_from_several_folders_pools_seeds(tmp_path):
+    for group, seeds in (('first', (0, 1)), ('second', (2, 3))):
+        for seed in seeds:
+            labelled(tmp_path, group, 'cube-single', seed, 0.5, label='DROL(16)', config={'K': 16})
+    (group,) = plot.group_curves(plot.load_runs([str(tmp_path)]), plot.SUCCESS).values()
+    assert group.seeds == (0, 1, 2, 3)
+
+
+def test_duplicate_keeps_the_run_that_got_furthest(tmp_path, caplog):
+    further = labelled(tmp_path, 'a', 'env', 0, 0.9, label='DROL(16)')
+    labelled(tmp_path, 'b', 'env', 0, 0.1, label='DROL(16)', steps=[0, 100])
+    with caplog.at_level(logging.WARNING):
+        (run,) = plot.load_runs([str(tmp_path)])
+    assert run.path == further
+    assert 'duplicate run' in caplog.text
+
+
+def test_task_groups_come_from_the_registry():
+    assert plot.task_group('cube-single-play-singletask-task3-v0') == (
+        'ogbench',
+        'cube-single-play',
+    )
+    assert plot.task_group('antmaze-large-play-v2') == ('d4rl', 'antmaze-large-play')
+    assert plot.task_group('hopper-medium-v2') == ('other', 'hopper-medium-v2')
+    labels = ['FQL', 'DROL(16) K=16', 'DROL*', 'DROL(16) K=2', 'DROL(16)']
+    assert sorted(labels, key=plot.natural_key) == [
+        'DROL(16)',
+        'DROL(16) K=2',
+        'DROL(16) K=16',
+        'DROL*',
+        'FQL',
+    ]
+
+
+def test_family_table_means_spread_and_layout(tmp_path, capsys):
+    cube = [f'cube-single-play-singletask-task{t}-v0' for t in (1, 2, 3)]
+    scene = [f'scene-play-singletask-task{t}-v0' for t in (1, 2)]
+    d4rl = 'antmaze-large-play-v2'
+    # final success = base + 0.1 * task index + 0.05 * seed, per label; FQL lacks cube task 3.
+    base = {'DROL(16)': 0.5, 'DROL*': 0.6, 'FQL': 0.2}
+    finals = {}
+    for label, b in base.items():
+        for envs in (cube, scene, [d4rl]):
+            for t, env in enumerate(envs):
+                if label == 'FQL' and env == cube[2]:
+                    continue
+                for seed in (0, 1):
+                    finals[label, env, seed] = b + 0.1 * t + 0.05 * seed
+                    group = label.replace('*', 'star').replace('(', '').replace(')', '')
+                    labelled(tmp_path / 'runs', group, env, seed, finals[label, env, seed], label)
+
+    status = plot.main(
+        [
+            '--runs',
+            str(tmp_path / 'runs'),
+            '--out',
+            str(tmp_path / 'c.png'),
+            '--table',
+            '--reps',
+            '200',
+        ]
+    )
+    assert status == 0
+    with open(tmp_path / 'c_table.csv') as f:
+        rows = {
+            (r['benchmark'], r['row'], r['label'], r['statistic']): r for r in csv.DictReader(f)
+        }
+
+    def expected(label, envs):
+        per_seed = [np.mean([100 * finals[label, e, s] for e in envs]) for s in (0, 1)]
+        return np.mean(per_seed), np.std(per_seed, ddof=1)
+
+    for label in base:
+        for family, envs in (('cube-single-play', cube), ('scene-play', scene)):
+            envs = [e for e in envs if (label, e, 0) in finals]
+            row = rows['ogbench', family, label, plot.ROW_STATISTIC]
+            mean, std = expected(label, envs)
+            assert float(row['value']) == pytest.approx(mean)
+            assert float(row['std']) == pytest.approx(std)
+            assert (row['benchmark'], row['n_tasks'], row['n_seeds']) == (
+                'ogbench',
+                str(len(envs)),
+                '2',
+            )
+        d4rl_row = rows['d4rl', 'antmaze-large-play', label, plot.ROW_STATISTIC]
+        assert float(d4rl_row['value']) == pytest.approx(100 * base[label] + 2.5)
+        assert rows['d4rl', 'all tasks', label, 'mean']['n_tasks'] == '1'
+    # Aggregates pool a benchmark's tasks: FQL's 4 OGBench tasks x 2 seeds.
+    fql_mean = rows['ogbench', 'all tasks', 'FQL', 'mean']
+    assert (fql_mean['n_tasks'], fql_mean['n_seeds']) == ('4', '2')
+    assert float(fql_mean['value']) == pytest.approx(27.5)
+
+    table = capsys.readouterr().out.splitlines()
+    start = table.index('| task family | DROL(16) | DROL* | FQL |')
+    titles = [line.split(' | ')[0].lstrip('| ') for line in table[start + 2 :] if line]
+    assert titles == [
+        '*OGBench*',
+        'cube-single-play (3 tasks)',
+        'scene-play (2 tasks)',
+        '**IQM over 5 tasks**',
+        '**mean over 5 tasks**',
+        '*D4RL*',
+        'antmaze-large-play',
+        '**IQM over 1 task**',
+        '**mean over 1 task**',
+    ]
+    cube_line = table[start + 3]
+    assert cube_line.startswith('| cube-single-play (3 tasks) | 62.5 ± 3.5 | 72.5 ± 3.5 |')
+    assert cube_line.endswith('| 27.5 ± 3.5 (2/3 tasks) |')
+    latex = (tmp_path / 'c_table.tex').read_text()
+    assert r'\multicolumn{4}{l}{\textit{OGBench}} \\' in latex
+    assert r'Task family & DROL(16) & DROL* & FQL \\' in latex

@@ -1,46 +1,68 @@
-"""The training run: resume equals uninterrupted, preemption, non-finite stop, seeds (issue 3-4)."""
+"""The training run: resume equals uninterrupted, preemption, non-finite stop, seeds, restore,
+what a run prints, and one-line errors before any data is loaded (issues 3-4, 9, 10.6-10.7).
 
+Tests about the run loop itself use a third party's tiny behaviour-cloning agent (compiles in
+about a second); tests whose assertion is about a real agent's numbers use DROL.
+"""
+
+import contextlib
 import csv
 import dataclasses
+import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import small_config
-from test_main import REPO, TINY
+from helpers import (
+    AGENT_IDS,
+    AGENT_PATHS,
+    REPO,
+    THIRD_PARTY_AGENT,
+    TINY,
+    agent_file,
+    create,
+    run_dir,
+    small_config,
+    toy_run_config,
+    write_agent_file,
+)
 
-from agents.drol import DROLAgent, get_config
-from drol_jax import checkpoints
-from drol_jax.errors import NonFiniteLossError, UserError
-from drol_jax.train import RunConfig, run
+from drol_jax import checkpoints, train
+from drol_jax.errors import ConfigError, NonFiniteLossError, UserError
+from drol_jax.run_folders import RunFolders
+from drol_jax.train import run
+from drol_jax.updates import stack_agents
 
-
-def toy_run_config(save_dir, **overrides):
-    base = RunConfig(
-        env_name='toy-multimodal',
-        save_dir=str(save_dir),
-        run_group='t',
-        offline_steps=40,
-        log_interval=10,
-        eval_interval=20,
-        save_interval=20,
-        eval_episodes=4,
-        progress=False,
-    )
-    return dataclasses.replace(base, **overrides)
+DROL_PATH = os.path.join(REPO, 'agents', 'drol.py')
 
 
 def tiny_drol():
     return small_config(
-        get_config(), actor_hidden_dims=(32, 32), value_hidden_dims=(32, 32), batch_size=32
+        agent_file(DROL_PATH).default_config(),
+        actor_hidden_dims=(32, 32),
+        value_hidden_dims=(32, 32),
+        batch_size=32,
     )
+
+
+def drol():
+    return agent_file(DROL_PATH)
+
+
+@pytest.fixture(scope='module')
+def plain_bc(tmp_path_factory):
+    """The third-party agent file (no checks, no progress metrics, no published settings)."""
+    folder = tmp_path_factory.mktemp('third_party')
+    return agent_file(write_agent_file(folder, 'plain_bc.py', THIRD_PARTY_AGENT))
 
 
 def rows(path, drop_prefix='time/'):
@@ -55,15 +77,254 @@ def count_lines(path):
         return len(f.readlines())
 
 
-def run_dir(save_dir, seed=0, agent='drol'):
-    return os.path.join(save_dir, 't', 'toy-multimodal', agent, f'seed{seed}')
+# ---------------------------------------------------------------------------------------------
+# What a run prints and writes (a third-party agent file: no preset applies).
 
 
+@pytest.fixture(scope='module')
+def plain_run(plain_bc, tmp_path_factory):
+    """A 4-step run of the third-party agent, with evaluations at steps 1, 2 and 4."""
+    save_dir = tmp_path_factory.mktemp('plain_run')
+    cfg = toy_run_config(
+        save_dir, offline_steps=4, log_interval=2, eval_interval=2, save_interval=4, eval_episodes=2
+    )
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        summaries = run(cfg, plain_bc, plain_bc.default_config())
+    return save_dir, cfg, summaries, out.getvalue()
+
+
+def test_run_prints_settings_one_line_per_evaluation_and_a_closing_line(plain_run):
+    save_dir, _, summaries, out = plain_run
+    folder = run_dir(save_dir, agent='plainbc')
+    lines = out.splitlines()
+    settings = [line for line in lines if line.startswith('Settings: ')]
+    assert len(settings) == 1 and 'no preset applies' in settings[0], out
+    assert sum(line.startswith('Compiled the update block in ') for line in lines) == 1
+    evaluations = [line for line in lines if line.startswith('step ')]
+    assert [line.split(':')[0] for line in evaluations] == [
+        'step 1 seed 0',
+        'step 2 seed 0',
+        'step 4 seed 0',
+    ], out
+    assert all('success' in line and 'return' in line for line in evaluations)
+    done = [line for line in lines if line.startswith('Done: ')]
+    assert len(done) == 1 and done[0].endswith(f'Run folder: {folder}'), out
+    assert 'seed 0, 4 steps in' in done[0] and 'final success' in done[0]
+    assert summaries[0]['complete'] and summaries[0]['final_eval']['step'] == 4
+
+
+def test_flags_record_the_preset_and_a_third_party_agent_runs_unchanged(plain_run, plain_bc):
+    save_dir, *_ = plain_run
+    with open(os.path.join(run_dir(save_dir, agent='plainbc'), 'flags.json')) as f:
+        flags = json.load(f)
+    assert flags['preset'] == 'paper' and flags['preset_values'] == {}
+    assert flags['agent_overrides'] == {} and flags['run_label'] == 'plainbc'
+    assert flags['agent'] == plain_bc.default_config().to_dict()
+
+
+def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(plain_run, plain_bc):
+    save_dir, cfg, *_ = plain_run
+    with pytest.raises(UserError, match='already holds a run'):
+        run(cfg, plain_bc, plain_bc.default_config())
+    with pytest.raises(UserError, match='no checkpoint'):
+        run(toy_run_config(save_dir / 'other', resume=True), plain_bc, plain_bc.default_config())
+
+
+@pytest.mark.parametrize(
+    'path',
+    [
+        'third-party',
+        *(
+            pytest.param(p, marks=pytest.mark.slow, id=i)
+            for p, i in zip(AGENT_PATHS, AGENT_IDS, strict=True)
+        ),
+    ],
+)
+def test_restore_path_loads_parameters_from_ours_and_official_pickles(path, plain_bc, tmp_path):
+    import pickle
+
+    from drol_jax.envs import registry
+
+    if path == 'third-party':
+        agent, config = plain_bc, plain_bc.default_config()
+    else:
+        agent = agent_file(path)
+        config = small_config(agent.default_config(), actor_hidden_dims=(32, 32))
+    name = config['agent_name']
+    cfg = toy_run_config(tmp_path / 'src', offline_steps=4, log_interval=2, eval_interval=0)
+    run(dataclasses.replace(cfg, save_interval=4), agent, config)
+    source = run_dir(tmp_path / 'src', agent=name)
+    ex = np.zeros((1, 2), np.float32)
+    trained = checkpoints.restore_agent(create(agent.agent_class, config, 5, ex, ex), source, 4)
+    assert int(trained.network.step) == 4
+    with open(os.path.join(tmp_path, 'params_7.pkl'), 'wb') as f:
+        pickle.dump({'agent': flax.serialization.to_state_dict(trained)}, f)
+
+    bundle = registry.load(registry.resolve('toy-multimodal'), None)
+    for restore_path, epoch in ((source, 4), (str(tmp_path), 7)):
+        cfg = toy_run_config(
+            tmp_path / f'dst{epoch}', restore_path=restore_path, restore_epoch=epoch
+        )
+        folders = RunFolders(cfg.save_dir, cfg.run_group, 'toy-multimodal', name, [0])
+        state = train.Training(cfg, agent, config, bundle, folders).start()
+        restored = jax.tree_util.tree_map(lambda x: x[0], state.agents)
+        jax.tree_util.tree_map(
+            np.testing.assert_array_equal, restored.network.params, trained.network.params
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Non-finite losses and corrupt checkpoints.
+
+
+def exploding(plain_bc):
+    """The third-party agent whose reported loss turns NaN from its 6th update on."""
+
+    class ExplodingAgent(plain_bc.agent_class):
+        @jax.jit
+        def update(self, batch):
+            agent, info = plain_bc.agent_class.update(self, batch)
+            broken = jnp.where(agent.network.step >= 6, jnp.nan, info['actor/bc_loss'])
+            return agent, {**info, 'actor/bc_loss': broken}
+
+    return dataclasses.replace(plain_bc, agent_class=ExplodingAgent)
+
+
+def test_nonfinite_loss_stops_with_step_metric_and_keeps_last_good_checkpoint(plain_bc, tmp_path):
+    cfg = toy_run_config(
+        tmp_path, offline_steps=40, save_interval=4, log_interval=4, eval_interval=0
+    )
+    with pytest.raises(NonFiniteLossError, match=r'training/actor/bc_loss at step 6 .*step 4'):
+        run(cfg, exploding(plain_bc), plain_bc.default_config())
+    assert checkpoints.saved_steps(run_dir(tmp_path, agent='plainbc')) == [4]
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_previous_one(plain_bc, tmp_path):
+    folders = RunFolders(str(tmp_path), 't', 'toy-multimodal', 'plainbc', [0, 1])
+    folders.check_writable()
+    ex = np.zeros((1, 2), np.float32)
+    config = plain_bc.default_config()
+    agents = stack_agents([create(plain_bc.agent_class, config, s, ex, ex) for s in (0, 1)])
+    for step in (10, 20):
+        keys = jnp.full((2, 2), step, jnp.uint32)
+        folders.save(step, {'agents': agents, 'sampler_keys': keys, 'step': step})
+    # The newest checkpoint of the second seed is damaged: both seeds go back to step 10.
+    with open(checkpoints.checkpoint_path(folders.folders[1].run_dir, 20), 'r+b') as f:
+        f.truncate(5)
+    target = {'agents': agents, 'sampler_keys': jnp.zeros((2, 2), jnp.uint32), 'step': 0}
+    with pytest.warns(UserWarning, match='checkpoint_20.*Falling back to the previous checkpoint'):
+        step, restored = folders.load_latest(folders.resume_candidates(), target)
+    assert step == 10 and int(restored['step']) == 10
+    np.testing.assert_array_equal(restored['sampler_keys'], np.full((2, 2), 10))
+    jax.tree_util.tree_map(np.testing.assert_array_equal, restored['agents'], agents)
+    with open(checkpoints.checkpoint_path(folders.folders[0].run_dir, 10), 'r+b') as f:
+        f.truncate(5)
+    with pytest.warns(UserWarning), pytest.raises(UserError, match='no readable checkpoint'):
+        folders.load_latest(folders.resume_candidates(), target)
+
+
+def test_resume_after_a_corrupt_latest_checkpoint_continues_from_the_previous(
+    plain_bc, tmp_path, capsys
+):
+    config = plain_bc.default_config
+    run(
+        toy_run_config(tmp_path, offline_steps=20, eval_interval=0, save_interval=10),
+        plain_bc,
+        config(),
+    )
+    folder = run_dir(tmp_path, agent='plainbc')
+    assert checkpoints.saved_steps(folder) == [10, 20]
+    with open(checkpoints.checkpoint_path(folder, 20), 'r+b') as f:
+        f.truncate(100)
+    capsys.readouterr()
+    resumed = toy_run_config(
+        tmp_path, offline_steps=30, eval_interval=0, save_interval=10, resume=True
+    )
+    with pytest.warns(UserWarning, match='checkpoint_20.*Falling back'):
+        summary = run(resumed, plain_bc, config())[0]
+    assert f'Resuming {folder} from step 10.' in capsys.readouterr().out
+    assert summary['complete'] and summary['step'] == 30
+    assert [r['step'] for r in rows(os.path.join(folder, 'train.csv'))] == ['10', '20', '30']
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad settings: one line, before any data is loaded.
+
+NO_BATCH_SIZE_AGENT = THIRD_PARTY_AGENT.replace(
+    "dict(agent_name='plainbc', lr=1e-3, batch_size=32)", "dict(agent_name='plainbc', lr=1e-3)"
+)
+
+
+@pytest.mark.parametrize(
+    ('case', 'expected'),
+    [
+        ('log_interval', '--log_interval must be >= 1, got 0.'),
+        ('seed', '--seed must be >= 0, got -1.'),
+        ('preset', "--preset must be one of paper, paper-tuned, none, got 'bogus'."),
+        ('save_dir_is_a_file', 'is a file, not a folder'),
+        ('save_dir_under_a_file', 'is not a writable folder'),
+        ('no_batch_size', "the agent config has no 'batch_size' entry"),
+        ('bad_hyperparameter', '--agent.num_candidates must be an integer >= 1'),
+        ('unknown_env', "Did you mean 'toy-multimodal'"),
+    ],
+)
+def test_bad_settings_are_one_line_errors_before_any_data_is_loaded(
+    case, expected, tmp_path, monkeypatch
+):
+    def no_loading(*args, **kwargs):
+        raise AssertionError('the dataset was loaded before the settings were checked')
+
+    monkeypatch.setattr(train.registry, 'load', no_loading)
+    agent, config = drol(), tiny_drol()
+    cfg = toy_run_config(tmp_path / 'runs')
+    if case == 'log_interval':
+        cfg = dataclasses.replace(cfg, log_interval=0)
+    elif case == 'seed':
+        cfg = dataclasses.replace(cfg, seed=-1)
+    elif case == 'preset':
+        cfg = dataclasses.replace(cfg, preset='bogus')
+    elif case == 'save_dir_is_a_file':
+        (tmp_path / 'a_file').write_text('x')
+        cfg = dataclasses.replace(cfg, save_dir=str(tmp_path / 'a_file'))
+    elif case == 'save_dir_under_a_file':
+        # Unwritable even for root (chmod is no obstacle to root): a folder below a regular file.
+        (tmp_path / 'a_file').write_text('x')
+        cfg = dataclasses.replace(cfg, save_dir=str(tmp_path / 'a_file' / 'runs'))
+    elif case == 'no_batch_size':
+        agent = agent_file(write_agent_file(tmp_path, 'no_batch.py', NO_BATCH_SIZE_AGENT))
+        config = agent.default_config()
+    elif case == 'bad_hyperparameter':
+        config.num_candidates = 0
+    elif case == 'unknown_env':
+        cfg = dataclasses.replace(cfg, env_name='toy-multimodl')
+    with pytest.raises(UserError) as raised:
+        run(cfg, agent, config)
+    message = str(raised.value)
+    assert expected in message and '\n' not in message.strip(), message
+    assert not os.path.exists(tmp_path / 'runs' / 't'), 'no run folder for a refused run'
+
+
+def test_unknown_agent_hyperparameter_suggests_the_closest():
+    from drol_jax.hyperparameters import check_known
+
+    with pytest.raises(ConfigError) as raised:
+        check_known(['bc_cof'], drol().default_config().keys())
+    message = str(raised.value)
+    assert message.startswith("unknown agent hyperparameter 'bc_cof' in --agent.bc_cof.")
+    assert "Did you mean 'bc_coef'" in message and '\n' not in message
+
+
+# ---------------------------------------------------------------------------------------------
+# DROL runs: resume, several seeds, fine-tuning, preemption (long: slow tier).
+
+
+@pytest.mark.slow
 def test_stop_and_resume_equals_uninterrupted(tmp_path):
     whole, parts = tmp_path / 'whole', tmp_path / 'parts'
-    run(toy_run_config(whole), DROLAgent, tiny_drol())
-    run(toy_run_config(parts, offline_steps=20), DROLAgent, tiny_drol())
-    summary = run(toy_run_config(parts, resume=True), DROLAgent, tiny_drol())[0]
+    run(toy_run_config(whole), drol(), tiny_drol())
+    run(toy_run_config(parts, offline_steps=20), drol(), tiny_drol())
+    summary = run(toy_run_config(parts, resume=True), drol(), tiny_drol())[0]
     assert summary['complete'] and summary['step'] == 40
     for name in ('train.csv', 'eval.csv'):
         expected = rows(os.path.join(run_dir(whole), name))
@@ -73,44 +334,13 @@ def test_stop_and_resume_equals_uninterrupted(tmp_path):
         assert rows(os.path.join(run_dir(parts), name)) == expected, name
 
 
-def test_existing_run_is_not_overwritten_and_resume_needs_a_checkpoint(tmp_path):
-    run(toy_run_config(tmp_path, offline_steps=10, eval_interval=0), DROLAgent, tiny_drol())
-    with pytest.raises(UserError, match='already holds a run'):
-        run(toy_run_config(tmp_path, offline_steps=10, eval_interval=0), DROLAgent, tiny_drol())
-    with pytest.raises(UserError, match='no checkpoint'):
-        run(toy_run_config(tmp_path / 'other', resume=True), DROLAgent, tiny_drol())
-
-
-class ExplodingAgent(DROLAgent):
-    """DROL whose reported actor loss turns NaN from its 6th update on."""
-
-    @jax.jit
-    def update(self, batch):
-        agent, info = DROLAgent.update(self, batch)
-        broken = jnp.where(agent.network.step >= 6, jnp.nan, info['actor/bc_loss'])
-        return agent, {**info, 'actor/bc_loss': broken}
-
-
-def test_nonfinite_loss_stops_with_step_metric_and_keeps_last_good_checkpoint(tmp_path):
-    cfg = toy_run_config(
-        tmp_path, offline_steps=40, save_interval=4, log_interval=4, eval_interval=0
-    )
-    with pytest.raises(NonFiniteLossError, match=r'training/actor/bc_loss at step 6 .*step 4'):
-        run(cfg, ExplodingAgent, tiny_drol())
-    assert checkpoints.saved_steps(run_dir(tmp_path)) == [4]
-
-
 @pytest.fixture(scope='module')
 def single_seed_rows(tmp_path_factory):
     """train.csv rows of seeds 0, 1, 2 each trained alone for 30 updates."""
     root = tmp_path_factory.mktemp('single')
     result = {}
     for seed in range(3):
-        run(
-            toy_run_config(root, offline_steps=30, eval_interval=0, seed=seed),
-            DROLAgent,
-            tiny_drol(),
-        )
+        run(toy_run_config(root, offline_steps=30, eval_interval=0, seed=seed), drol(), tiny_drol())
         result[seed] = rows(os.path.join(run_dir(root, seed), 'train.csv'))
     return result
 
@@ -129,12 +359,39 @@ def assert_same_as_single(multi_dir, single_seed_rows):
             )
 
 
+@pytest.mark.slow
 def test_several_seeds_in_one_process_equal_single_seed_runs(tmp_path, single_seed_rows):
     cfg = toy_run_config(tmp_path, offline_steps=30, eval_interval=0, num_seeds=3)
-    run(cfg, DROLAgent, tiny_drol())
+    run(cfg, drol(), tiny_drol())
     assert_same_as_single(tmp_path, single_seed_rows)
 
 
+@pytest.mark.slow
+def test_seeds_shard_over_two_simulated_devices(tmp_path, single_seed_rows):
+    """Same comparison in a process with 2 CPU devices: 3 seeds sharded over both (padded to 4)."""
+    script = f"""
+import jax, sys
+sys.path[:0] = [{REPO!r}, {os.path.join(REPO, 'tests')!r}]
+from helpers import toy_run_config
+from test_run import drol, tiny_drol
+from drol_jax.train import run
+from drol_jax.updates import stack_agents
+from drol_jax.updates import seed_mesh
+assert jax.local_device_count() == 2 and seed_mesh(3).size == 2
+cfg = toy_run_config({str(tmp_path)!r}, offline_steps=30, eval_interval=0, num_seeds=3)
+run(cfg, drol(), tiny_drol())
+"""
+    # The session's XLA flags (see conftest.py) plus two host devices.
+    flags = f'{os.environ.get("XLA_FLAGS", "")} --xla_force_host_platform_device_count=2'
+    env = {**os.environ, 'XLA_FLAGS': flags.strip(), 'JAX_PLATFORMS': 'cpu'}
+    result = subprocess.run(
+        [sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_same_as_single(tmp_path, single_seed_rows)
+
+
+@pytest.mark.slow
 def test_online_finetuning_runs(tmp_path):
     cfg = toy_run_config(
         tmp_path,
@@ -145,7 +402,7 @@ def test_online_finetuning_runs(tmp_path):
         save_interval=30,
         buffer_size=100,
     )
-    summary = run(cfg, DROLAgent, tiny_drol())[0]
+    summary = run(cfg, drol(), tiny_drol())[0]
     assert summary['complete'] and summary['step'] == 30
     restored = checkpoints.load(
         checkpoints.checkpoint_path(run_dir(tmp_path), 30),
@@ -154,6 +411,7 @@ def test_online_finetuning_runs(tmp_path):
     assert restored['replay']['size'] == 20
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
     args = [
         sys.executable,
@@ -183,9 +441,8 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
     assert 'Received SIGTERM' in out
     steps = checkpoints.saved_steps(run_dir(tmp_path))
     assert len(steps) == 1 and steps[0] % 5 == 0
-    agent = DROLAgent.create(
-        0, np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), tiny_drol()
-    )
+    ex = np.zeros((1, 2), np.float32)
+    agent = create(drol().agent_class, tiny_drol(), 0, ex, ex)
     agents = jax.tree_util.tree_map(lambda x: jnp.stack([x]), agent)
     restored = checkpoints.load(
         checkpoints.checkpoint_path(run_dir(tmp_path), steps[0]),
@@ -196,54 +453,26 @@ def test_sigterm_saves_a_loadable_checkpoint_and_exits_cleanly(tmp_path):
     assert flax.serialization.to_state_dict(restored['agents'])  # A full agent came back.
 
 
-def test_seeds_shard_over_two_simulated_devices(tmp_path, single_seed_rows):
-    """Same comparison in a process with 2 CPU devices: 3 seeds sharded over both (padded to 4)."""
-    script = f"""
-import jax, sys
-sys.path[:0] = [{REPO!r}, {os.path.join(REPO, 'tests')!r}]
-from test_run import toy_run_config, tiny_drol
-from drol_jax.train import run, seed_mesh
-from agents.drol import DROLAgent
-assert jax.local_device_count() == 2 and seed_mesh(3).size == 2
-cfg = toy_run_config({str(tmp_path)!r}, offline_steps=30, eval_interval=0, num_seeds=3)
-run(cfg, DROLAgent, tiny_drol())
-"""
-    env = {
-        **os.environ,
-        'XLA_FLAGS': '--xla_force_host_platform_device_count=2',
-        'JAX_PLATFORMS': 'cpu',
-    }
-    result = subprocess.run(
-        [sys.executable, '-c', script], env=env, capture_output=True, text=True, timeout=600
+@pytest.mark.slow
+def test_resume_of_a_drol_run_after_a_corrupt_checkpoint_matches_the_uninterrupted_rows(tmp_path):
+    """--resume past a corrupt newest checkpoint still reproduces the uninterrupted run."""
+    whole, parts = tmp_path / 'whole', tmp_path / 'parts'
+    run(toy_run_config(whole, eval_interval=0, save_interval=10), drol(), tiny_drol())
+    run(
+        toy_run_config(parts, offline_steps=30, eval_interval=0, save_interval=10),
+        drol(),
+        tiny_drol(),
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert_same_as_single(tmp_path, single_seed_rows)
-
-
-def test_restore_path_loads_parameters_from_ours_and_fql_pickles(tmp_path):
-    import pickle
-
-    from drol_jax.envs import registry
-    from drol_jax.train import Run
-
-    run(toy_run_config(tmp_path / 'src', offline_steps=20, eval_interval=0), DROLAgent, tiny_drol())
-    source = run_dir(tmp_path / 'src')
-    trained = checkpoints.restore_agent(
-        DROLAgent.create(
-            5, np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), tiny_drol()
-        ),
-        source,
-        20,
-    )
-    assert int(trained.network.step) == 20
-    with open(os.path.join(tmp_path, 'params_7.pkl'), 'wb') as f:
-        pickle.dump({'agent': flax.serialization.to_state_dict(trained)}, f)
-
-    bundle = registry.load(registry.resolve('toy-multimodal'), None)
-    for path, epoch in ((source, 20), (str(tmp_path), 7)):
-        cfg = toy_run_config(tmp_path / 'dst', restore_path=path, restore_epoch=epoch)
-        agents = Run(cfg, DROLAgent, tiny_drol(), bundle, {}).create_agents()
-        restored = jax.tree_util.tree_map(lambda x: x[0], agents)
-        jax.tree_util.tree_map(
-            np.testing.assert_array_equal, restored.network.params, trained.network.params
+    with open(checkpoints.checkpoint_path(run_dir(parts), 30), 'r+b') as f:
+        f.truncate(64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        run(
+            toy_run_config(parts, eval_interval=0, save_interval=10, resume=True),
+            drol(),
+            tiny_drol(),
         )
+    assert any('Falling back' in str(w.message) for w in caught)
+    assert rows(os.path.join(run_dir(parts), 'train.csv')) == rows(
+        os.path.join(run_dir(whole), 'train.csv')
+    )

@@ -4,7 +4,8 @@
 equals sequential evaluation; (iii) the update-speed benchmark's smoke run works.
 
 JAX and the agents are imported inside the tests that use them: evaluation workers unpickle
-``VaryingLengthEnv`` by importing this module, and they start much faster without JAX.
+``VaryingLengthEnv`` by importing this module, and they start much faster without JAX. The
+tests that start worker processes or subprocesses are in the slow tier.
 """
 
 import functools
@@ -27,58 +28,49 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # (i) Fused blocks reproduce the host loop.
 
 
-def tiny_dataset(size=200, obs_dim=4, action_dim=2, seed=0):
-    rng = np.random.default_rng(seed)
-    return {
-        'observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
-        'actions': rng.uniform(-1, 1, (size, action_dim)).astype(np.float32),
-        'rewards': rng.normal(size=size).astype(np.float32),
-        'masks': (rng.uniform(size=size) > 0.1).astype(np.float32),
-        'terminals': np.zeros(size, np.float32),
-        'next_observations': rng.normal(size=(size, obs_dim)).astype(np.float32),
-    }
+def agent_paths():
+    """The agent files (globbed by the helpers); imported lazily, see the module docstring."""
+    import glob
+
+    paths = glob.glob(os.path.join(REPO, 'agents', '*.py'))
+    return sorted(p for p in paths if not os.path.basename(p).startswith('_'))
 
 
-@pytest.mark.parametrize('agent_name', ['drol', 'fql'])
-def test_fused_block_matches_host_loop(agent_name):
+@pytest.mark.parametrize('path', agent_paths(), ids=lambda p: os.path.basename(p)[:-3])
+def test_fused_block_matches_host_loop(path):
     import chex
     import jax
+    from helpers import tiny_agent
 
-    from agents import drol, fql
-    from drol_jax.data import to_device
-    from drol_jax.train import host_loop_updates, make_train_block, stack_agents, unstack_agent
+    from drol_jax.data import random_transitions, to_device
+    from drol_jax.train import host_loop_updates
+    from drol_jax.updates import make_train_block, stack_agents, unstack_agent
 
-    module = drol if agent_name == 'drol' else fql
-    num_updates, batch_size = 50, 16
-    dataset = tiny_dataset()
-    config = module.get_config()
-    config.actor_hidden_dims = config.value_hidden_dims = (32,)  # One layer: compiles fast.
-    config.batch_size = batch_size
-    if module is drol:
-        config.num_candidates = 4
-    agent_class = drol.DROLAgent if module is drol else fql.FQLAgent
-    agent = agent_class.create(0, dataset['observations'][:1], dataset['actions'][:1], config)
+    tiny = tiny_agent(path)
+    agent, batch_size, num_updates = tiny.agent, tiny.config.batch_size, 50
+    # Random transitions: most bootstrap (mask 1), so the target critic's path counts too.
+    dataset = random_transitions(200, 2, 2, seed=0)
     key = jax.random.PRNGKey(7)
 
     host_agent, host_key, host_infos = host_loop_updates(
         agent, dataset, key, num_updates, batch_size
     )
     block = make_train_block(batch_size)
-    agents, keys, last_info, first_bad = block(
-        stack_agents([agent]), key[None], to_device(dataset), num_updates
-    )
+    result = block(stack_agents([agent]), key[None], to_device(dataset), num_updates)
 
     assert len(host_infos) == num_updates
-    np.testing.assert_array_equal(np.asarray(keys[0]), np.asarray(host_key))
-    assert all(int(v[0]) == -1 for v in first_bad.values())
-    fused_agent = unstack_agent(agents, 0)
+    np.testing.assert_array_equal(np.asarray(result.keys[0]), np.asarray(host_key))
+    assert all(int(v[0]) == -1 for v in result.first_bad.values())
+    fused_agent = unstack_agent(result.agents, 0)
     chex.assert_trees_all_close(
         fused_agent.network.params, host_agent.network.params, rtol=1e-4, atol=1e-5
     )
-    chex.assert_trees_all_close(unstack_agent(last_info, 0), host_infos[-1], rtol=1e-4, atol=1e-5)
+    chex.assert_trees_all_close(
+        unstack_agent(result.last_info, 0), host_infos[-1], rtol=1e-4, atol=1e-5
+    )
     # The loss trajectory starts from the same first update too (metrics before any drift).
-    _, _, first_info, _ = block(stack_agents([agent]), key[None], to_device(dataset), 1)
-    chex.assert_trees_all_close(unstack_agent(first_info, 0), host_infos[0], rtol=1e-5)
+    first = block(stack_agents([agent]), key[None], to_device(dataset), 1)
+    chex.assert_trees_all_close(unstack_agent(first.last_info, 0), host_infos[0], rtol=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +119,7 @@ def sequential_episodes(make_env, policy, num_episodes, base_seed):
     return [evaluation.run_episode(env, policy, e, base_seed)[0] for e in range(num_episodes)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('policy', [deterministic_policy, keyed_stochastic_policy])
 def test_vectorized_matches_sequential_with_varying_lengths(policy):
     make_env = VaryingLengthEnv
@@ -138,6 +131,7 @@ def test_vectorized_matches_sequential_with_varying_lengths(policy):
     assert summary == evaluation.summarize(expected)
 
 
+@pytest.mark.slow
 def test_vectorized_matches_sequential_on_toy_env():
     make_env = functools.partial(toy.ToyEnv, 'toy-multimodal')
     sequential = evaluation.evaluate_sequential(
@@ -154,6 +148,7 @@ def cube_policy(observations, episodes, steps):
     return np.clip(np.sin(observations[:, :5] * 3.0 + steps[:, None] * 0.1), -1, 1)
 
 
+@pytest.mark.slow
 def test_vectorized_matches_sequential_on_cube_single():
     pytest.importorskip('ogbench')
     import ogbench
@@ -173,6 +168,7 @@ def test_vectorized_matches_sequential_on_cube_single():
     assert time.perf_counter() - started < 60  # Keeps the suite fast; normally a few seconds.
 
 
+@pytest.mark.slow
 def test_persistent_workers_are_reusable():
     expected = sequential_episodes(VaryingLengthEnv, keyed_stochastic_policy, 5, base_seed=2)
     with evaluation.EnvWorkers(VaryingLengthEnv, num_envs=4, num_workers=2) as workers:
@@ -180,6 +176,7 @@ def test_persistent_workers_are_reusable():
             assert workers.run_episodes(keyed_stochastic_policy, 5, 2, progress=False) == expected
 
 
+@pytest.mark.slow
 def test_worker_failure_raises_and_closes():
     with pytest.raises(RuntimeError, match='failed'):
         evaluation.evaluate_vectorized(
@@ -197,6 +194,7 @@ def test_worker_failure_raises_and_closes():
 # (iii) The benchmark's smoke run.
 
 
+@pytest.mark.slow
 def test_update_speed_quick_runs():
     # Unoptimised code generation halves XLA's compile time; the smoke run times nothing.
     env = {**os.environ, 'XLA_FLAGS': '--xla_backend_optimization_level=0'}

@@ -164,11 +164,32 @@ def write_sweep_file(sweep: Sweep, jobs: list[Job], folder: str) -> None:
     write_json_atomic(os.path.join(folder, SWEEP_FILE), payload)
 
 
+def slurm_options(args: argparse.Namespace) -> launchers.SlurmOptions:
+    """The sbatch settings from the command line (checked before anything is written)."""
+    return launchers.SlurmOptions(
+        partition=args.partition,
+        gpus_per_node=args.gpus_per_node,
+        cpus_per_task=args.cpus_per_task,
+        mem_gb=args.mem_gb,
+        time_min=args.time,
+        array_parallelism=args.array_parallelism,
+        account=args.account,
+        qos=args.qos,
+        sbatch=launchers.parse_sbatch_lines(args.sbatch),
+        setup=tuple(args.setup),
+        max_timeouts=args.max_timeouts,
+        python=args.python,
+    )
+
+
 def launch_main(argv: Sequence[str]) -> int:
     """Dry-run or launch a sweep."""
     args = launch_parser().parse_args(argv)
     if args.updates_per_second <= 0:
         raise UserError(f'--updates_per_second must be > 0, got {args.updates_per_second}.')
+    if args.parallel < 1:
+        raise UserError(f'--parallel must be >= 1, got {args.parallel}.')
+    options = slurm_options(args)
     sweep = load_sweep(args.sweep)
     jobs = expand(sweep, args.save_dir, args.num_seeds)
     folder = sweep_dir(args.save_dir, sweep)
@@ -188,20 +209,6 @@ def launch_main(argv: Sequence[str]) -> int:
         print('finished: ' + ', '.join(f'{n} {state}' for state, n in sorted(counts.items())))
         print(f'status: python -m drol_jax.sweep status {folder}')
         return 1 if counts.get('failed') else 0
-    options = launchers.SlurmOptions(
-        partition=args.partition,
-        gpus_per_node=args.gpus_per_node,
-        cpus_per_task=args.cpus_per_task,
-        mem_gb=args.mem_gb,
-        time_min=args.time,
-        array_parallelism=args.array_parallelism,
-        account=args.account,
-        qos=args.qos,
-        sbatch=launchers.parse_sbatch_lines(args.sbatch),
-        setup=tuple(args.setup),
-        max_timeouts=args.max_timeouts,
-        python=args.python,
-    )
     ids = launchers.submit_slurm(plan.launch, folder, root, sweep.name, options)
     print(f'submitted {len(ids)} jobs as SLURM array {ids[0].split("_")[0]}')
     print(f'status: python -m drol_jax.sweep status {folder}')

@@ -23,6 +23,8 @@ from drol_jax.sweep.jobs import STATE_FILE, SUBMITTED_FILE, JobRunner, job_dir
 from drol_jax.sweep.spec import Job
 from drol_jax.sweep.status import JobStatus
 
+SUBMITIT_LOG_VARIABLE = 'SUBMITIT_LOG_LEVEL'
+
 
 @dataclasses.dataclass(frozen=True)
 class LaunchPlan:
@@ -78,8 +80,6 @@ def run_local(jobs: list[Job], sweep_dir: str, repo_root: str, parallel: int) ->
     Ctrl-C reaches every running main.py (same process group), which checkpoints and stops;
     jobs not started yet are dropped, and launching the sweep again resumes everything.
     """
-    if parallel < 1:
-        raise UserError(f'--parallel must be >= 1, got {parallel}.')
     for job in jobs:
         _forget_state(sweep_dir, job)
         _mark_submitted(
@@ -142,6 +142,27 @@ def parse_sbatch_lines(lines: list[str]) -> dict[str, Any]:
     return parsed
 
 
+def import_submitit():
+    """Import submitit without its logging set-up, or raise ``UserError`` when it is missing.
+
+    On import submitit applies a ``logging.config.dictConfig``, which closes every handler the
+    process already has (absl's among them). The variable is restored afterwards, so the jobs,
+    which inherit this environment, still log through submitit's handlers.
+    """
+    previous = os.environ.get(SUBMITIT_LOG_VARIABLE)
+    os.environ[SUBMITIT_LOG_VARIABLE] = 'NOCONFIG'
+    try:
+        import submitit
+    except ImportError as e:
+        raise UserError('--launcher slurm needs submitit: pip install -e ".[slurm]"') from e
+    finally:
+        if previous is None:
+            del os.environ[SUBMITIT_LOG_VARIABLE]
+        else:
+            os.environ[SUBMITIT_LOG_VARIABLE] = previous
+    return submitit
+
+
 def submit_slurm(
     jobs: list[Job], sweep_dir: str, repo_root: str, name: str, options: SlurmOptions
 ) -> list[str]:
@@ -152,11 +173,9 @@ def submit_slurm(
     with ``--resume``; a plain ``scontrol requeue`` or a SIGTERM preemption works the same way
     because main.py checkpoints on SIGTERM and the restarted task finds the checkpoint.
     """
-    try:
-        import submitit
-        from submitit.core.utils import FailedJobError, FailedSubmissionError
-    except ImportError as e:
-        raise UserError('--launcher slurm needs submitit: pip install -e ".[slurm]"') from e
+    submitit = import_submitit()
+    from submitit.core.utils import FailedJobError, FailedSubmissionError
+
     if shutil.which('sbatch') is None:
         raise UserError('--launcher slurm: sbatch is not on PATH; run this on a SLURM login node.')
     executor = submitit.SlurmExecutor(

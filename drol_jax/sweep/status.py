@@ -147,11 +147,18 @@ def format_status(statuses: list[JobStatus]) -> str:
         rows.append(
             (status.state, f'{step}/{job.total_steps}', success, job.label, job.key, status.detail)
         )
-    header = ('state', 'step', 'success', 'label', 'job', 'detail')
+    header = (
+        'state',
+        'step',
+        'success',
+        'label',
+        'job',
+        'detail' if any(r[5] for r in rows) else '',
+    )
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
     lines = []
     for row in [header, *rows]:
-        cells = [row[i].ljust(widths[i]) if i != 1 else row[i].rjust(widths[i]) for i in range(5)]
+        cells = [row[i].rjust(widths[i]) if i == 1 else row[i].ljust(widths[i]) for i in range(5)]
         lines.append('  '.join([*cells, row[5]]).rstrip())
     counts = {name: sum(s.state == name for s in statuses) for name in STATES}
     runs = sum(len(s.job.seeds) for s in statuses)
