@@ -12,6 +12,7 @@ from typing import Any
 
 import flax.serialization
 import jax
+import numpy as np
 
 from drol_jax.errors import UserError
 from drol_jax.files import write_atomic
@@ -84,13 +85,21 @@ def restore_agent(agent, restore_path: str, restore_epoch: int):
         state = agent_state_from_checkpoint(ours)
     else:
         raise UserError(f'--restore_path: neither {official} nor {ours} exists.')
+    problem = None
     try:
-        return flax.serialization.from_state_dict(agent, state)
+        restored = flax.serialization.from_state_dict(agent, state)
+        # from_state_dict does not compare shapes: parameters of other network sizes would load
+        # and fail later, deep inside the first update.
+        if jax.tree_util.tree_map(np.shape, restored) != jax.tree_util.tree_map(np.shape, agent):
+            problem = 'the array shapes differ'
     except (ValueError, KeyError, TypeError) as e:
+        problem = str(e)
+    if problem is not None:
         raise UserError(
             f'--restore_path: the parameters in {restore_path} do not fit this agent '
-            f'(another agent file or other network sizes?): {e}'
-        ) from e
+            f'(another agent file or other network sizes?): {problem}'
+        )
+    return restored
 
 
 def export_official(run_dir: str, step: int, out_dir: str) -> str:

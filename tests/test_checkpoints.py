@@ -296,10 +296,6 @@ def test_parameters_of_another_agent_are_a_one_line_error(tmp_path):
     assert '\n' not in str(raised.value).strip()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='restore_agent does not compare shapes: parameters of other network sizes load',
-)
 def test_parameters_of_other_network_sizes_are_a_one_line_error(tmp_path):
     path = AGENT_PATHS[0]
     with open(tmp_path / 'params_1.pkl', 'wb') as f:
