@@ -170,7 +170,19 @@ class SlurmCluster:
         return '\n'.join(parts)
 
     def stop(self) -> None:
-        """Stop the daemons this object started (slurmd first), by PID."""
+        """Cancel every job, then stop the daemons this object started (slurmd first), by PID.
+
+        Job steps run in ``slurmstepd`` processes that outlive slurmd; cancelling the jobs first
+        ends them, so no test leaves job processes behind.
+        """
+        if all(p.poll() is None for p in self.processes.values()) and self.processes:
+            self.run(['scancel', '--full', '--user', 'root'], check=False)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                queue = self.run(['squeue', '--noheader'], check=False)
+                if queue.returncode != 0 or not queue.stdout.strip():
+                    break
+                time.sleep(0.5)
         for name in ('slurmd', 'slurmctld', 'munged'):
             process = self.processes.pop(name, None)
             if process is None or process.poll() is not None:
