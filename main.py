@@ -15,6 +15,7 @@ from ml_collections import config_flags
 
 from drol_jax import train
 from drol_jax.agent_file import import_module, load_agent_file
+from drol_jax.cli import fail, reports_user_errors
 from drol_jax.envs.base import DataOptions
 from drol_jax.errors import AgentFileError, UserError
 from drol_jax.hyperparameters import check_known
@@ -85,9 +86,7 @@ def define_agent_flag() -> None:
             'agent', DEFAULT_AGENT_FILE, 'Agent file (defines get_config()).', lock_config=False
         )
     except Exception as e:  # noqa: BLE001 - the user's file and overrides, reported in one line.
-        message = agent_flag_problem(sys.argv) or f'--agent could not be loaded: {e}'
-        print(f'error: {message.strip().splitlines()[0]}', file=sys.stderr)
-        sys.exit(2)
+        fail(agent_flag_problem(sys.argv) or f'--agent could not be loaded: {e}')
 
 
 def run_config_from_flags() -> train.RunConfig:
@@ -113,19 +112,21 @@ def explicit_overrides(config) -> dict:
     return {name: config[name] for name in sorted(present)}
 
 
+@reports_user_errors
+def train_from_flags() -> None:
+    """Run training from the parsed flags."""
+    agent_config = load_agent_config()
+    agent = load_agent_file(FLAGS['agent'].config_filename, agent_config.get('agent_name'))
+    # Only this program's flags (absl and jax register many of their own).
+    flag_values = {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])}
+    flag_values['agent_file'] = agent.path
+    overrides = explicit_overrides(agent_config)
+    train.run(run_config_from_flags(), agent, agent_config, overrides, flags=flag_values)
+
+
 def main(_):
-    """Run training; print user errors as one line."""
-    try:
-        agent_config = load_agent_config()
-        agent = load_agent_file(FLAGS['agent'].config_filename, agent_config.get('agent_name'))
-        # Only this program's flags (absl and jax register many of their own).
-        flag_values = {f.name: f.value for f in FLAGS.get_flags_for_module(sys.argv[0])}
-        flag_values['agent_file'] = agent.path
-        overrides = explicit_overrides(agent_config)
-        train.run(run_config_from_flags(), agent, agent_config, overrides, flags=flag_values)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        sys.exit(2)
+    """Run training; user errors end in one line and exit status 2."""
+    sys.exit(train_from_flags())
 
 
 def load_agent_config():
@@ -171,8 +172,7 @@ def parse_flags(argv: list[str]) -> list[str]:
         message = str(e)
     except Exception as e:  # noqa: BLE001 - ml_collections runs the --agent file while parsing.
         message = agent_flag_problem(argv) or f'--agent file could not be loaded: {e}'
-    print(f'error: {message.strip().splitlines()[0]}', file=sys.stderr)
-    sys.exit(2)
+    fail(message)
 
 
 def quiet_startup_noise() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import pickle
@@ -14,6 +13,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from drol_jax.cli import ArgumentParser, reports_user_errors
 from drol_jax.errors import UserError
 from drol_jax.files import write_atomic
 
@@ -110,9 +110,10 @@ def export_official(run_dir: str, step: int, out_dir: str) -> str:
     return write_atomic(official_params_path(out_dir, step), lambda f: f.write(payload))
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     """``python -m drol_jax.checkpoints export RUN_DIR --out DIR [--step N]``."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='python -m drol_jax.checkpoints',
         description='Export a checkpoint as the official DROL/FQL params_<step>.pkl.',
     )
@@ -122,15 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     export.add_argument('--step', type=int, help='checkpoint step (default: the latest)')
     export.add_argument('--out', required=True, help='folder for params_<step>.pkl')
     args = parser.parse_args(argv)
-    try:
-        steps = saved_steps(args.run_dir)
-        step = args.step if args.step is not None else (steps[-1] if steps else None)
-        if step is None:
-            raise UserError(f'no checkpoint in {args.run_dir}.')
-        print(export_official(args.run_dir, step, args.out))
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+    steps = saved_steps(args.run_dir)
+    step = args.step if args.step is not None else (steps[-1] if steps else None)
+    if step is None:
+        raise UserError(f'no checkpoint in {args.run_dir}.')
+    print(export_official(args.run_dir, step, args.out))
     return 0
 
 

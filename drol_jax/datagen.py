@@ -42,6 +42,7 @@ import numpy as np
 from tqdm import tqdm
 
 import drol_jax.envs  # noqa: F401  (quiets the simulators' import warnings in every worker)
+from drol_jax.cli import ArgumentParser, reports_user_errors
 from drol_jax.errors import DatasetError, UserError
 from drol_jax.files import write_atomic, write_json_atomic
 
@@ -493,9 +494,10 @@ def _parse_bool(text: str) -> bool:
     return value in ('true', '1')
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    parser = argparse.ArgumentParser(prog='python -m drol_jax.datagen', description=__doc__)
+    parser = ArgumentParser(prog='python -m drol_jax.datagen', description=__doc__)
     parser.add_argument('--dataset_name', required=True, help='e.g. cube-single-play-v0')
     parser.add_argument('--dataset_dir', required=True, help='output folder')
     parser.add_argument('--num_episodes', type=int, default=NUM_EPISODES, help='training episodes')
@@ -508,12 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out_dir = os.path.abspath(os.path.expanduser(args.dataset_dir))
     if out_dir == os.path.abspath(os.path.expanduser('~/.ogbench/data')):
-        print(
-            'Refusing to write generated data into the OGBench cache ~/.ogbench/data, where it '
-            'would sit among the published files; choose another --dataset_dir.',
-            file=sys.stderr,
+        raise UserError(
+            'refusing to write generated data into the OGBench cache ~/.ogbench/data, where it '
+            'would sit among the published files; choose another --dataset_dir.'
         )
-        return 2
     try:
         label = generate_dataset(
             args.dataset_name,
@@ -527,9 +527,6 @@ def main(argv: list[str] | None = None) -> int:
     except GenerationInterrupted as e:
         print(e, file=sys.stderr)
         return 128 + e.signum
-    except UserError as e:
-        print(e, file=sys.stderr)
-        return 2
     print(json.dumps(label, indent=2))
     return 0
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from drol_jax.cli import ArgumentParser, reports_user_errors
 from drol_jax.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -880,7 +881,7 @@ def _write_table(curves, metric, out: Path, window: int, reps: int, seed: int, b
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse command-line flags."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='python -m drol_jax.plot',
         description='Plot learning curves (mean over seeds, 95% bootstrap CI) and tabulate '
         "final scores from eval.csv logs (ours or FQL's).",
@@ -934,45 +935,42 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+@reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the plotting command; return the process exit status."""
     args = parse_args(argv)
     # Our progress messages at INFO; other libraries' (rliable logs each agent) only at WARNING.
     logging.basicConfig(format='%(levelname)s: %(message)s', level=logging.WARNING)
     log.setLevel(logging.INFO)
-    try:
-        runs = load_runs(args.runs)
-        drawn, table_metric = choose_metrics(runs, args.metric)
-        curves_by_metric = {metric: group_curves(runs, metric) for metric in drawn}
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        figure = draw_curves(curves_by_metric, reps=args.reps, seed=args.seed, title=args.title)
-        figure.savefig(out, dpi=150)
-        n_groups = len({key for curves in curves_by_metric.values() for key in curves})
-        log.info('wrote %s (%d runs, %d env/label groups)', out, len(runs), n_groups)
-        if args.table:
-            table_curves = curves_by_metric[table_metric]
-            skipped = sorted({r.env_name for r in runs} - {env for env, _ in table_curves})
-            if skipped:
-                log.warning(
-                    'table leaves out %s: no %s logged (choose another with --metric)',
-                    ', '.join(skipped),
-                    table_metric,
-                )
-            print(
-                _write_table(
-                    table_curves,
-                    table_metric,
-                    out,
-                    args.final_window,
-                    args.reps,
-                    args.seed,
-                    args.by,
-                )
+    runs = load_runs(args.runs)
+    drawn, table_metric = choose_metrics(runs, args.metric)
+    curves_by_metric = {metric: group_curves(runs, metric) for metric in drawn}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure = draw_curves(curves_by_metric, reps=args.reps, seed=args.seed, title=args.title)
+    figure.savefig(out, dpi=150)
+    n_groups = len({key for curves in curves_by_metric.values() for key in curves})
+    log.info('wrote %s (%d runs, %d env/label groups)', out, len(runs), n_groups)
+    if args.table:
+        table_curves = curves_by_metric[table_metric]
+        skipped = sorted({r.env_name for r in runs} - {env for env, _ in table_curves})
+        if skipped:
+            log.warning(
+                'table leaves out %s: no %s logged (choose another with --metric)',
+                ', '.join(skipped),
+                table_metric,
             )
-    except UserError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+        print(
+            _write_table(
+                table_curves,
+                table_metric,
+                out,
+                args.final_window,
+                args.reps,
+                args.seed,
+                args.by,
+            )
+        )
     return 0
 
 

@@ -21,8 +21,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from drol_jax.agent_file import AgentFile, load_agent_file
+from drol_jax.cli import reports_user_errors
 from drol_jax.envs import registry
-from drol_jax.errors import AgentFileError
+from drol_jax.errors import AgentFileError, UserError
 
 PRESETS = ('paper', 'paper-tuned', 'none')
 
@@ -152,18 +153,12 @@ def markdown_table(agents: Sequence[AgentFile]) -> str:
     return '\n'.join(lines)
 
 
+@reports_user_errors
 def main(argv: Sequence[str]) -> int:
     """Print the published-settings table of the given agent files."""
     if not argv:
-        print(
-            'error: usage: python -m drol_jax.presets AGENT_FILE [AGENT_FILE ...]', file=sys.stderr
-        )
-        return 2
-    try:
-        print(markdown_table([load_agent_file(path) for path in argv]))
-    except AgentFileError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
+        raise UserError('usage: python -m drol_jax.presets AGENT_FILE [AGENT_FILE ...]')
+    print(markdown_table([load_agent_file(path) for path in argv]))
     return 0
 
 

@@ -12,12 +12,12 @@ import argparse
 import sys
 
 from drol_jax.analysis import k_scaling, runtime, voronoi
-from drol_jax.errors import UserError
+from drol_jax.cli import ArgumentParser, reports_user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with one subcommand per figure."""
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog='python -m drol_jax.analysis',
         description='Figures that show what DROL does; each writes a PNG and its numbers.',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -172,14 +172,11 @@ def run_figure(args: argparse.Namespace) -> tuple[str, str]:
     return runtime.write(result, args.out_dir)
 
 
+@reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     """Entry point; user mistakes print one line and return 2."""
     args = build_parser().parse_args(argv)
-    try:
-        png, numbers = run_figure(args)
-    except UserError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 2
+    png, numbers = run_figure(args)
     print(f'wrote {png} and {numbers}')
     return 0
 

@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 
+from drol_jax.cli import ArgumentParser, reports_user_errors
 from drol_jax.errors import UserError
 from drol_jax.files import write_json_atomic
 from drol_jax.sweep import launchers
@@ -39,18 +40,9 @@ UPDATES_PER_SECOND_SOURCE = (
 )
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with the project's one-line errors (status 2)."""
-
-    def error(self, message: str):
-        """Print ``error: <message>`` and exit with status 2."""
-        print(f'error: {message}', file=sys.stderr)
-        sys.exit(2)
-
-
 def launch_parser() -> argparse.ArgumentParser:
     """Flags of the launching command."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog='python -m drol_jax.sweep',
         description='Launch a sweep (a grid of main.py runs) here or on SLURM; '
         '"python -m drol_jax.sweep status SWEEP_DIR" shows where it stands.',
@@ -217,7 +209,7 @@ def launch_main(argv: Sequence[str]) -> int:
 
 def status_main(argv: Sequence[str]) -> int:
     """Print one line per job and the totals."""
-    parser = _Parser(
+    parser = ArgumentParser(
         prog='python -m drol_jax.sweep status', description='Where every job of a sweep stands.'
     )
     parser.add_argument('sweep_dir', metavar='SWEEP_DIR', help='e.g. exp/ogbench_drol16')
@@ -228,6 +220,7 @@ def status_main(argv: Sequence[str]) -> int:
     return 0
 
 
+@reports_user_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch to ``status`` or the launcher; user mistakes become one ``error:`` line."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -235,8 +228,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         if argv[:1] == ['status']:
             return status_main(argv[1:])
         return launch_main(argv)
-    except UserError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
