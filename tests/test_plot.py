@@ -3,11 +3,26 @@
 import csv
 import json
 import logging
+import runpy
+import sys
 
 import numpy as np
 import pytest
 
-from drol_jax import plot
+from drol_jax.errors import UserError
+from drol_jax.plot.cli import choose_metrics, main
+from drol_jax.plot.runs import RETURN, SUCCESS, load_runs, natural_key, read_eval_csv
+from drol_jax.plot.stats import (
+    Estimate,
+    SeedCurves,
+    aggregate_estimates,
+    align_seeds,
+    bootstrap_mean_ci,
+    final_scores,
+    group_curves,
+    score_matrices,
+)
+from drol_jax.plot.tables import ROW_STATISTIC, task_group
 
 STEPS = [0, 100, 200, 300]
 
@@ -77,8 +92,8 @@ def test_loads_both_formats_and_groups_by_env_and_agent(tmp_path):
     fql(tmp_path, 'cube-single', 'fql', 0, [0.0, 0.5, 0.5, 1.0])
     fql(tmp_path, 'cube-single', 'fql', 1, [0.0, 0.5, 0.5, 0.0])
 
-    runs = plot.load_runs([str(tmp_path / 'runs/*/*/*/seed*'), str(tmp_path / 'exp/*/*/sd*')])
-    curves = plot.group_curves(runs, plot.SUCCESS)
+    runs = load_runs([str(tmp_path / 'runs/*/*/*/seed*'), str(tmp_path / 'exp/*/*/sd*')])
+    curves = group_curves(runs, SUCCESS)
 
     assert sorted(curves) == [
         ('cube-single', 'drol'),
@@ -94,15 +109,15 @@ def test_loads_both_formats_and_groups_by_env_and_agent(tmp_path):
     np.testing.assert_array_equal(fql_curves.steps, [1, 100, 200, 300])
     np.testing.assert_allclose(fql_curves.values[:, -1], [100, 0])
     assert not fql_curves.interpolated
-    returns = plot.group_curves(runs, plot.RETURN)
+    returns = group_curves(runs, RETURN)
     np.testing.assert_allclose(returns['cube-single', 'fql'].values[0], [0, 5, 5, 10])
 
 
 def test_glob_may_match_eval_csv_files_or_parent_folders(tmp_path):
     ours(tmp_path, 'env', 'drol', 0, [0, 0, 0, 1])
     ours(tmp_path, 'env', 'drol', 1, [0, 0, 1, 1])
-    by_file = plot.load_runs([str(tmp_path / '**' / 'eval.csv')])
-    by_parent = plot.load_runs([str(tmp_path)])
+    by_file = load_runs([str(tmp_path / '**' / 'eval.csv')])
+    by_parent = load_runs([str(tmp_path)])
     assert sorted(r.seed for r in by_file) == sorted(r.seed for r in by_parent) == [0, 1]
 
 
@@ -110,7 +125,7 @@ def test_missing_flags_are_inferred_from_path_with_a_warning(tmp_path, caplog):
     rows = [{'step': s, 'evaluation/success': 0.5} for s in STEPS]
     write_run(tmp_path / 'g' / 'antmaze-large' / 'drol' / 'seed3', rows)
     with caplog.at_level(logging.WARNING):
-        (run,) = plot.load_runs([str(tmp_path / '**' / 'seed*')])
+        (run,) = load_runs([str(tmp_path / '**' / 'seed*')])
     assert (run.env_name, run.agent_name, run.seed) == ('antmaze-large', 'drol', 3)
     assert 'flags.json missing' in caplog.text
 
@@ -121,7 +136,7 @@ def test_eval_csv_with_blank_cells_and_repeated_steps(tmp_path):
     path.mkdir()
     # blank cell -> NaN (dropped for that metric); step 100 written twice -> the later row wins
     (path / 'eval.csv').write_text(','.join(header) + '\n0.1,0\n,50\n0.2,100\n0.9,100\n1.0,200\n')
-    columns = plot.read_eval_csv(path / 'eval.csv')
+    columns = read_eval_csv(path / 'eval.csv')
     np.testing.assert_array_equal(columns['step'], [0, 50, 100, 200])
     np.testing.assert_array_equal(columns['evaluation/success'], [0.1, np.nan, 0.9, 1.0])
 
@@ -130,14 +145,14 @@ def test_duplicate_seed_keeps_latest_run(tmp_path, caplog):
     fql(tmp_path, 'env', 'fql', 0, [0, 0, 0, 0], stamp='20250101_000000')
     fql(tmp_path, 'env', 'fql', 0, [1, 1, 1, 1], stamp='20250202_000000')
     with caplog.at_level(logging.WARNING):
-        (run,) = plot.load_runs([str(tmp_path / 'exp/*/*/sd*')])
+        (run,) = load_runs([str(tmp_path / 'exp/*/*/sd*')])
     assert run.path.name.endswith('20250202_000000')
     assert 'duplicate run' in caplog.text
 
 
 def test_no_runs_is_a_user_error(tmp_path):
-    with pytest.raises(plot.UserError, match='no eval.csv'):
-        plot.load_runs([str(tmp_path / 'nothing*')])
+    with pytest.raises(UserError, match='no eval.csv'):
+        load_runs([str(tmp_path / 'nothing*')])
 
 
 # ------------------------------------------------------------------------- alignment
@@ -146,7 +161,7 @@ def test_no_runs_is_a_user_error(tmp_path):
 def test_align_seeds_truncates_to_the_shortest_seed_without_interpolating():
     steps = [np.array([0, 10, 20, 30]), np.array([0, 10, 20])]
     values = [np.array([1.0, 2, 3, 4]), np.array([5.0, 6, 7])]
-    grid, matrix, interpolated = plot.align_seeds(steps, values)
+    grid, matrix, interpolated = align_seeds(steps, values)
     assert not interpolated
     np.testing.assert_array_equal(grid, [0, 10, 20])
     np.testing.assert_array_equal(matrix, [[1, 2, 3], [5, 6, 7]])
@@ -155,7 +170,7 @@ def test_align_seeds_truncates_to_the_shortest_seed_without_interpolating():
 def test_align_seeds_uses_common_steps_of_different_eval_intervals():
     steps = [np.array([0, 10, 20, 30, 40]), np.array([0, 20, 40])]
     values = [np.arange(5.0), np.array([7.0, 8, 9])]
-    grid, matrix, interpolated = plot.align_seeds(steps, values)
+    grid, matrix, interpolated = align_seeds(steps, values)
     assert not interpolated
     np.testing.assert_array_equal(grid, [0, 20, 40])
     np.testing.assert_array_equal(matrix, [[0, 2, 4], [7, 8, 9]])
@@ -164,7 +179,7 @@ def test_align_seeds_uses_common_steps_of_different_eval_intervals():
 def test_align_seeds_interpolates_offset_grids():
     steps = [np.array([0, 10, 20]), np.array([5, 15, 25])]
     values = [np.array([0.0, 10, 20]), np.array([5.0, 15, 25])]
-    grid, matrix, interpolated = plot.align_seeds(steps, values)
+    grid, matrix, interpolated = align_seeds(steps, values)
     assert interpolated
     # the span both seeds cover is [5, 20]; seed 0 has the fewest points in it
     np.testing.assert_array_equal(grid, [10, 20])
@@ -176,7 +191,7 @@ def test_align_seeds_interpolates_offset_grids():
 
 def test_identical_seeds_give_zero_width_ci():
     values = np.tile([[10.0, 20.0, 30.0]], (5, 1))
-    mean, low, high = plot.bootstrap_mean_ci(values, reps=500)
+    mean, low, high = bootstrap_mean_ci(values, reps=500)
     np.testing.assert_allclose(mean, [10, 20, 30])
     np.testing.assert_allclose(low, mean)
     np.testing.assert_allclose(high, mean)
@@ -185,7 +200,7 @@ def test_identical_seeds_give_zero_width_ci():
 def test_two_seed_ci_is_hand_computable():
     # Resampling two seeds {0, 1} gives a bootstrap mean of 0 (p=1/4), 0.5 (1/2) or 1 (1/4),
     # so the 2.5% and 97.5% percentiles are exactly 0 and 1.
-    mean, low, high = plot.bootstrap_mean_ci(np.array([0.0, 1.0]), reps=4000)
+    mean, low, high = bootstrap_mean_ci(np.array([0.0, 1.0]), reps=4000)
     assert (mean, low, high) == (0.5, 0.0, 1.0)
 
 
@@ -195,16 +210,16 @@ def test_ci_contains_mean_shrinks_with_seeds_and_is_reproducible():
     many = rng.normal(50, 10, size=64)
     widths = []
     for sample in (few, many):
-        mean, low, high = plot.bootstrap_mean_ci(sample, reps=2000, seed=3)
+        mean, low, high = bootstrap_mean_ci(sample, reps=2000, seed=3)
         assert mean == pytest.approx(sample.mean())
         assert low < mean < high
         widths.append(high - low)
     assert widths[1] < widths[0] / 2
-    assert plot.bootstrap_mean_ci(few, seed=3) == plot.bootstrap_mean_ci(few, seed=3)
+    assert bootstrap_mean_ci(few, seed=3) == bootstrap_mean_ci(few, seed=3)
 
 
 def test_single_seed_has_zero_width_ci():
-    mean, low, high = plot.bootstrap_mean_ci(np.array([[1.0, 2.0]]))
+    mean, low, high = bootstrap_mean_ci(np.array([[1.0, 2.0]]))
     np.testing.assert_array_equal([mean, low, high], [[1, 2]] * 3)
 
 
@@ -212,9 +227,9 @@ def test_single_seed_has_zero_width_ci():
 
 
 def test_final_scores_average_the_last_window():
-    curves = plot.SeedCurves(np.arange(4), np.array([[0.0, 1, 2, 3], [4, 5, 6, 7]]), (0, 1), False)
-    np.testing.assert_array_equal(plot.final_scores(curves), [3, 7])
-    np.testing.assert_array_equal(plot.final_scores(curves, window=2), [2.5, 6.5])
+    curves = SeedCurves(np.arange(4), np.array([[0.0, 1, 2, 3], [4, 5, 6, 7]]), (0, 1), False)
+    np.testing.assert_array_equal(final_scores(curves), [3, 7])
+    np.testing.assert_array_equal(final_scores(curves, window=2), [2.5, 6.5])
 
 
 def test_aggregate_iqm_and_mean_match_hand_computation():
@@ -222,9 +237,9 @@ def test_aggregate_iqm_and_mean_match_hand_computation():
     # IQM drops the lowest and highest 2 -> mean(20,30,40,50) = 35; mean = 310 / 8 = 38.75.
     task1 = np.array([0.0, 10, 20, 100])
     task2 = np.array([30.0, 40, 50, 60])
-    matrices = plot.score_matrices({('t1', 'a'): task1, ('t2', 'a'): task2})
+    matrices = score_matrices({('t1', 'a'): task1, ('t2', 'a'): task2})
     np.testing.assert_array_equal(matrices['a'], np.stack([task1, task2], axis=1))
-    estimates = plot.aggregate_estimates(matrices, reps=300)['a']
+    estimates = aggregate_estimates(matrices, reps=300)['a']
     assert estimates['IQM'].value == pytest.approx(35.0)
     assert estimates['mean'].value == pytest.approx(38.75)
     for est in estimates.values():
@@ -234,14 +249,14 @@ def test_aggregate_iqm_and_mean_match_hand_computation():
 
 def test_aggregate_of_identical_seeds_has_zero_width_ci():
     matrices = {'a': np.array([[20.0, 80.0], [20.0, 80.0], [20.0, 80.0]])}
-    estimates = plot.aggregate_estimates(matrices, reps=200)['a']
-    assert estimates['mean'] == plot.Estimate(50.0, 50.0, 50.0)
-    assert estimates['IQM'] == plot.Estimate(50.0, 50.0, 50.0)
+    estimates = aggregate_estimates(matrices, reps=200)['a']
+    assert estimates['mean'] == Estimate(50.0, 50.0, 50.0)
+    assert estimates['IQM'] == Estimate(50.0, 50.0, 50.0)
 
 
 def test_unequal_seed_counts_keep_the_lowest_seeds(caplog):
     with caplog.at_level(logging.WARNING):
-        matrices = plot.score_matrices(
+        matrices = score_matrices(
             {('t1', 'a'): np.array([1.0, 2, 3]), ('t2', 'a'): np.array([4.0, 5])}
         )
     np.testing.assert_array_equal(matrices['a'], [[1, 4], [2, 5]])
@@ -268,7 +283,7 @@ def make_experiment(root):
 def test_cli_writes_png_and_table(tmp_path, capsys):
     finals = make_experiment(tmp_path / 'runs')
     out = tmp_path / 'figs' / 'curves.png'
-    status = plot.main(
+    status = main(
         [
             '--runs',
             str(tmp_path / 'runs/*/*/*/seed*'),
@@ -288,10 +303,10 @@ def test_cli_writes_png_and_table(tmp_path, capsys):
     with open(tmp_path / 'figs' / 'curves_table.csv') as f:
         rows = {(r['label'], r['row'], r['statistic']): r for r in csv.DictReader(f)}
     for (env, agent), per_seed in finals.items():
-        row = rows[agent, env, plot.ROW_STATISTIC]
+        row = rows[agent, env, ROW_STATISTIC]
         assert float(row['value']) == pytest.approx(100 * np.mean(per_seed))
         assert float(row['std']) == pytest.approx(100 * np.std(per_seed, ddof=1))
-        assert row['metric'] == plot.SUCCESS
+        assert row['metric'] == SUCCESS
         assert row['n_seeds'] == '3'
     # drol's 6 final scores (in %): 20,40,60,60,80,100 -> IQM = mean(40,60,60,80) = 60
     assert float(rows['drol', 'all tasks', 'IQM']['value']) == pytest.approx(60.0)
@@ -314,21 +329,29 @@ def test_cli_falls_back_to_return_when_no_success(tmp_path):
         rows = [{'step': s, 'evaluation/episode.return': s + seed} for s in STEPS]
         flags = {'env_name': 'hopper-medium-v2', 'seed': seed, 'agent': {'agent_name': 'fql'}}
         write_run(tmp_path / f'seed{seed}', rows, flags)
-    runs = plot.load_runs([str(tmp_path / 'seed*')])
-    assert plot.choose_metrics(runs, None) == ([plot.RETURN], plot.RETURN)
+    runs = load_runs([str(tmp_path / 'seed*')])
+    assert choose_metrics(runs, None) == ([RETURN], RETURN)
     out = tmp_path / 'c.png'
     args = ['--runs', str(tmp_path / 'seed*'), '--out', str(out), '--table', '--reps', '300']
-    assert plot.main(args) == 0
+    assert main(args) == 0
     with open(tmp_path / 'c_table.csv') as f:
         (task, iqm, mean) = list(csv.DictReader(f))
-    assert task['metric'] == plot.RETURN
+    assert task['metric'] == RETURN
     assert (task['benchmark'], task['row']) == ('other', 'hopper-medium-v2')
     assert float(task['value']) == pytest.approx(300.5)
 
 
+def test_python_m_drol_jax_plot_runs_the_command_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, 'argv', ['drol_jax.plot', '--runs', str(tmp_path / 'nothing*')])
+    with pytest.raises(SystemExit) as stopped:
+        runpy.run_module('drol_jax.plot', run_name='__main__')
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == f'error: no eval.csv found under --runs {tmp_path}/nothing*\n'
+
+
 def test_cli_rejects_unknown_metric(tmp_path, capsys):
     make_experiment(tmp_path)
-    status = plot.main(['--runs', str(tmp_path), '--metric', 'evaluation/nope'])
+    status = main(['--runs', str(tmp_path), '--metric', 'evaluation/nope'])
     assert status == 2
     assert 'evaluation/episode.return' in capsys.readouterr().err
 
@@ -358,7 +381,7 @@ def test_runs_with_different_settings_are_never_pooled(tmp_path, caplog):
         for seed in (0, 1):
             labelled(tmp_path, f'k{k}', 'cube-single', seed, 0.1 * k / 16, config={'K': k})
     with caplog.at_level(logging.WARNING):
-        curves = plot.group_curves(plot.load_runs([str(tmp_path)]), plot.SUCCESS)
+        curves = group_curves(load_runs([str(tmp_path)]), SUCCESS)
     assert sorted(curves) == [('cube-single', 'drol K=16'), ('cube-single', 'drol K=4')]
     assert curves['cube-single', 'drol K=4'].seeds == (0, 1)
     np.testing.assert_allclose(curves['cube-single', 'drol K=16'].values[:, -1], [10, 10])
@@ -370,7 +393,7 @@ def test_same_setting_from_several_folders_pools_seeds(tmp_path):
     for group, seeds in (('first', (0, 1)), ('second', (2, 3))):
         for seed in seeds:
             labelled(tmp_path, group, 'cube-single', seed, 0.5, label='DROL(16)', config={'K': 16})
-    (group,) = plot.group_curves(plot.load_runs([str(tmp_path)]), plot.SUCCESS).values()
+    (group,) = group_curves(load_runs([str(tmp_path)]), SUCCESS).values()
     assert group.seeds == (0, 1, 2, 3)
 
 
@@ -378,20 +401,20 @@ def test_duplicate_keeps_the_run_that_got_furthest(tmp_path, caplog):
     further = labelled(tmp_path, 'a', 'env', 0, 0.9, label='DROL(16)')
     labelled(tmp_path, 'b', 'env', 0, 0.1, label='DROL(16)', steps=[0, 100])
     with caplog.at_level(logging.WARNING):
-        (run,) = plot.load_runs([str(tmp_path)])
+        (run,) = load_runs([str(tmp_path)])
     assert run.path == further
     assert 'duplicate run' in caplog.text
 
 
 def test_task_groups_come_from_the_registry():
-    assert plot.task_group('cube-single-play-singletask-task3-v0') == (
+    assert task_group('cube-single-play-singletask-task3-v0') == (
         'ogbench',
         'cube-single-play',
     )
-    assert plot.task_group('antmaze-large-play-v2') == ('d4rl', 'antmaze-large-play')
-    assert plot.task_group('hopper-medium-v2') == ('other', 'hopper-medium-v2')
+    assert task_group('antmaze-large-play-v2') == ('d4rl', 'antmaze-large-play')
+    assert task_group('hopper-medium-v2') == ('other', 'hopper-medium-v2')
     labels = ['FQL', 'DROL(16) K=16', 'DROL*', 'DROL(16) K=2', 'DROL(16)']
-    assert sorted(labels, key=plot.natural_key) == [
+    assert sorted(labels, key=natural_key) == [
         'DROL(16)',
         'DROL(16) K=2',
         'DROL(16) K=16',
@@ -417,7 +440,7 @@ def test_family_table_means_spread_and_layout(tmp_path, capsys):
                     group = label.replace('*', 'star').replace('(', '').replace(')', '')
                     labelled(tmp_path / 'runs', group, env, seed, finals[label, env, seed], label)
 
-    status = plot.main(
+    status = main(
         [
             '--runs',
             str(tmp_path / 'runs'),
@@ -441,7 +464,7 @@ def test_family_table_means_spread_and_layout(tmp_path, capsys):
     for label in base:
         for family, envs in (('cube-single-play', cube), ('scene-play', scene)):
             envs = [e for e in envs if (label, e, 0) in finals]
-            row = rows['ogbench', family, label, plot.ROW_STATISTIC]
+            row = rows['ogbench', family, label, ROW_STATISTIC]
             mean, std = expected(label, envs)
             assert float(row['value']) == pytest.approx(mean)
             assert float(row['std']) == pytest.approx(std)
@@ -450,7 +473,7 @@ def test_family_table_means_spread_and_layout(tmp_path, capsys):
                 str(len(envs)),
                 '2',
             )
-        d4rl_row = rows['d4rl', 'antmaze-large-play', label, plot.ROW_STATISTIC]
+        d4rl_row = rows['d4rl', 'antmaze-large-play', label, ROW_STATISTIC]
         assert float(d4rl_row['value']) == pytest.approx(100 * base[label] + 2.5)
         assert rows['d4rl', 'all tasks', label, 'mean']['n_tasks'] == '1'
     # Aggregates pool a benchmark's tasks: FQL's 4 OGBench tasks x 2 seeds.
