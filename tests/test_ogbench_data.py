@@ -13,10 +13,10 @@ import time
 import numpy as np
 import pytest
 
-from drol_jax import datagen
 from drol_jax.envs import ogbench as family_module
 from drol_jax.envs import registry
 from drol_jax.envs.base import ACTION_CLIP, DATASET_KEYS, DataOptions
+from drol_jax.envs.datagen import manipulation, shards
 from drol_jax.errors import DatasetError
 
 FAMILY = family_module.FAMILY
@@ -28,7 +28,7 @@ SHORT = dict(num_episodes=2, episode_length=40, show_progress=False)
 def cube_dir(tmp_path_factory):
     """A tiny generated cube-single-play dataset shared by the loading tests."""
     out = tmp_path_factory.mktemp('cube')
-    datagen.generate_dataset(CUBE, str(out), seed=0, workers=1, **SHORT)
+    manipulation.generate_dataset(CUBE, str(out), seed=0, workers=1, **SHORT)
     return out
 
 
@@ -41,7 +41,7 @@ def write_foreign_copy(src_dir, dst_dir, name=CUBE, val=True, change=None):
     dst_dir.mkdir(parents=True, exist_ok=True)
     for suffix in ('', '-val') if val else ('',):
         with np.load(src_dir / f'{CUBE}{suffix}.npz') as data:
-            arrays = {k: data[k] for k in data.files if k != datagen.LABEL_KEY}
+            arrays = {k: data[k] for k in data.files if k != shards.LABEL_KEY}
         np.savez(dst_dir / f'{name}{suffix}.npz', **(change(arrays) if change else arrays))
     return dst_dir / f'{name}.npz'
 
@@ -155,7 +155,7 @@ def test_generated_cube_loads_through_ogbench(cube_dir):
 def test_generated_puzzle_rewards_follow_button_states(tmp_path):
     import ogbench
 
-    datagen.generate_dataset('puzzle-3x3-play-v0', str(tmp_path), workers=1, **SHORT)
+    manipulation.generate_dataset('puzzle-3x3-play-v0', str(tmp_path), workers=1, **SHORT)
     env, ds, _ = ogbench.make_env_and_datasets(
         'puzzle-3x3-play-singletask-task4-v0', dataset_dir=str(tmp_path), add_info=True
     )
@@ -175,8 +175,8 @@ def same_files(dir_a, dir_b, name=CUBE):
 
 @pytest.mark.slow
 def test_generation_is_deterministic_and_seeded(tmp_path, cube_dir):
-    datagen.generate_dataset(CUBE, str(tmp_path / 'again'), seed=0, workers=2, **SHORT)
-    datagen.generate_dataset(CUBE, str(tmp_path / 'other'), seed=1, workers=1, **SHORT)
+    manipulation.generate_dataset(CUBE, str(tmp_path / 'again'), seed=0, workers=2, **SHORT)
+    manipulation.generate_dataset(CUBE, str(tmp_path / 'other'), seed=1, workers=1, **SHORT)
     assert same_files(cube_dir, tmp_path / 'again')  # Byte for byte, whatever the workers.
     reference = np.load(cube_dir / f'{CUBE}.npz')
     other = np.load(tmp_path / 'other' / f'{CUBE}.npz')
@@ -185,8 +185,8 @@ def test_generation_is_deterministic_and_seeded(tmp_path, cube_dir):
 
 def test_generated_files_carry_their_label_inside(cube_dir):
     for suffix in ('', '-val'):
-        label = datagen.read_label(str(cube_dir / f'{CUBE}{suffix}.npz'))
-        assert label['source'] == 'generated' and label['recipe'] == datagen.RECIPE
+        label = shards.read_label(str(cube_dir / f'{CUBE}{suffix}.npz'))
+        assert label['source'] == 'generated' and label['recipe'] == manipulation.RECIPE
         assert (label['seed'], label['episode_length']) == (0, 40)
         assert (label['train_episodes'], label['val_episodes']) == (2, 1)
         assert {'ogbench', 'mujoco', 'numpy'} <= set(label['versions'])
@@ -195,31 +195,31 @@ def test_generated_files_carry_their_label_inside(cube_dir):
 
 
 def test_interrupted_generation_resumes_to_identical_bytes(tmp_path, monkeypatch, cube_dir):
-    write_shard = datagen._write_shard
+    write_shard = shards._write_shard
 
     def write_then_stop(*args):
         write_shard(*args)
-        raise datagen._Stop(signal.SIGTERM)  # What the SIGTERM handler raises.
+        raise shards._Stop(signal.SIGTERM)  # What the SIGTERM handler raises.
 
-    monkeypatch.setattr(datagen, '_write_shard', write_then_stop)
-    with pytest.raises(datagen.GenerationInterrupted) as info:
-        datagen.generate_dataset(CUBE, str(tmp_path), seed=0, workers=1, **SHORT)
-    partial = datagen.partial_dir(str(tmp_path), CUBE)
+    monkeypatch.setattr(shards, '_write_shard', write_then_stop)
+    with pytest.raises(shards.GenerationInterrupted) as info:
+        manipulation.generate_dataset(CUBE, str(tmp_path), seed=0, workers=1, **SHORT)
+    partial = shards.partial_dir(str(tmp_path), CUBE)
     assert str(info.value) == (
         f'SIGTERM stopped the generation of {CUBE}: 1 of 3 episodes are kept in {partial}; run '
         'the same command again to continue.'
     )
     assert info.value.signum == signal.SIGTERM and not (tmp_path / f'{CUBE}.npz').exists()
 
-    monkeypatch.setattr(datagen, '_write_shard', write_shard)
+    monkeypatch.setattr(shards, '_write_shard', write_shard)
     collected = []
-    collect = datagen._EpisodeCollector.collect
+    collect = manipulation._EpisodeCollector.collect
     monkeypatch.setattr(
-        datagen._EpisodeCollector,
+        manipulation._EpisodeCollector,
         'collect',
         lambda self, s: collected.append(s) or collect(self, s),
     )
-    datagen.generate_dataset(CUBE, str(tmp_path), seed=0, workers=1, **SHORT)
+    manipulation.generate_dataset(CUBE, str(tmp_path), seed=0, workers=1, **SHORT)
     assert len(collected) == 2  # Only the episodes the first call did not finish.
     assert same_files(cube_dir, tmp_path) and not os.path.exists(partial)
 
@@ -229,7 +229,7 @@ def test_partial_folder_of_other_settings_is_refused(tmp_path):
     partial.mkdir()
     (partial / 'settings.json').write_text(json.dumps({'seed': 7}))
     with pytest.raises(DatasetError, match='other settings .*seed.*delete the folder'):
-        datagen.generate_dataset(CUBE, str(tmp_path), seed=0, workers=1, **SHORT)
+        manipulation.generate_dataset(CUBE, str(tmp_path), seed=0, workers=1, **SHORT)
 
 
 def fail_if_collecting(*args, **kwargs):
@@ -238,11 +238,11 @@ def fail_if_collecting(*args, **kwargs):
 
 @pytest.mark.parametrize('where', ['file', 'below_file'])
 def test_unwritable_destination_fails_before_the_first_episode(tmp_path, monkeypatch, where):
-    monkeypatch.setattr(datagen, '_EpisodeCollector', fail_if_collecting)
+    monkeypatch.setattr(manipulation, '_EpisodeCollector', fail_if_collecting)
     (tmp_path / 'file').write_text('not a folder')
     out_dir = tmp_path / 'file' if where == 'file' else tmp_path / 'file' / 'sub'
     with pytest.raises(DatasetError, match=f'Cannot write the generated dataset into {out_dir}'):
-        datagen.generate_dataset(CUBE, str(out_dir), **SHORT)
+        manipulation.generate_dataset(CUBE, str(out_dir), **SHORT)
     options = options_for(tmp_path, download=False, generated_dir=str(out_dir))
     with pytest.raises(DatasetError, match='Cannot write the generated dataset into'):
         FAMILY.load('cube-single-play-singletask-v0', options)
@@ -251,18 +251,20 @@ def test_unwritable_destination_fails_before_the_first_episode(tmp_path, monkeyp
 def test_datagen_command_line(tmp_path, monkeypatch, capsys):
     args = ['--dataset_name=scene-noisy-v0', '--num_episodes=1', '--episode_length=20']
     assert (
-        datagen.main([*args, f'--dataset_dir={tmp_path}', '--workers=1', '--progress=false']) == 0
+        manipulation.main([*args, f'--dataset_dir={tmp_path}', '--workers=1', '--progress=false'])
+        == 0
     )
     assert (tmp_path / 'scene-noisy-v0.npz').is_file()
     assert (tmp_path / 'scene-noisy-v0-val.npz').is_file()
     assert capsys.readouterr().err == ''  # --progress=false hides the bar.
     (tmp_path / 'file').write_text('')
-    assert datagen.main([*args, f'--dataset_dir={tmp_path / "file"}']) == 2
+    assert manipulation.main([*args, f'--dataset_dir={tmp_path / "file"}']) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
     monkeypatch.setenv('HOME', str(tmp_path))
-    assert datagen.main([*args, '--dataset_dir=~/.ogbench/data']) == 2
+    assert manipulation.main([*args, '--dataset_dir=~/.ogbench/data']) == 2
     assert (
-        datagen.main(['--dataset_name=antmaze-large-navigate-v0', f'--dataset_dir={tmp_path}']) == 2
+        manipulation.main(['--dataset_name=antmaze-large-navigate-v0', f'--dataset_dir={tmp_path}'])
+        == 2
     )
     assert 'Cannot regenerate' in capsys.readouterr().err
 
@@ -288,7 +290,7 @@ def test_unreachable_server_falls_back_to_generation(tmp_path, monkeypatch, caps
         raise family_module.DownloadError('network unreachable')
 
     monkeypatch.setattr(family_module, 'download_published', unreachable)
-    monkeypatch.setattr(datagen, 'EPISODE_LENGTH', 30)
+    monkeypatch.setattr(manipulation, 'EPISODE_LENGTH', 30)
     options = options_for(tmp_path)
     bundle = FAMILY.load('cube-single-play-singletask-task2-v0', options)
 
@@ -311,7 +313,7 @@ def test_unreachable_server_falls_back_to_generation(tmp_path, monkeypatch, caps
     assert 'success' in info
 
     # A later run reuses the generated files instead of regenerating them.
-    monkeypatch.setattr(datagen, 'generate_dataset', no_download)
+    monkeypatch.setattr(manipulation, 'generate_dataset', no_download)
     again = FAMILY.load('cube-single-play-singletask-task2-v0', options)
     assert again.provenance['path'] == bundle.provenance['path']
     assert 'using the locally regenerated copy' in capsys.readouterr().err
@@ -328,7 +330,7 @@ def test_generated_copy_in_the_cache_stays_generated(tmp_path, monkeypatch, cube
         'source': 'generated',
         'path': str(cache / f'{CUBE}.npz'),
         'via': 'dataset_dir',
-        'generation': datagen.read_label(str(cube_dir / f'{CUBE}.npz')),
+        'generation': shards.read_label(str(cube_dir / f'{CUBE}.npz')),
         'env_name': 'cube-single-play-singletask-v0',
         'dataset_name': CUBE,
     }
@@ -337,7 +339,7 @@ def test_generated_copy_in_the_cache_stays_generated(tmp_path, monkeypatch, cube
 def test_labels_follow_the_file_not_its_folder(tmp_path, cube_dir):
     generated = family_module.provenance_of(str(cube_dir / f'{CUBE}.npz'), 'dataset_path')
     assert (generated['source'], generated['via']) == ('generated', 'dataset_path')
-    assert generated['generation'] == datagen.read_label(str(cube_dir / f'{CUBE}.npz'))
+    assert generated['generation'] == shards.read_label(str(cube_dir / f'{CUBE}.npz'))
     # A foreign 2-episode file is unverified, even inside the OGBench cache.
     foreign = str(write_foreign_copy(cube_dir, tmp_path / 'cache'))
     assert family_module.provenance_of(foreign, 'dataset_dir') == {
@@ -523,7 +525,7 @@ def test_completed_download_lands_in_cache_with_its_record(tmp_path, monkeypatch
 
 def start_datagen(out_dir):
     args = ['--dataset_name=cube-single-play-v0', '--num_episodes=4', '--episode_length=100']
-    command = [sys.executable, '-m', 'drol_jax.datagen', *args, f'--dataset_dir={out_dir}']
+    command = [sys.executable, '-m', 'drol_jax.envs.datagen', *args, f'--dataset_dir={out_dir}']
     return command, subprocess.Popen(
         [*command, '--workers=2', '--progress=false'],
         stdout=subprocess.PIPE,

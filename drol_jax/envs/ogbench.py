@@ -12,7 +12,7 @@ Data, first source that works:
 3. OGBench's download into that cache, abandoned after ``download_timeout_s`` without progress
    (nothing partial is left behind); the sha256 of both files is recorded beside them;
 4. manipulation families only: local regeneration with the package's scripted oracles
-   (``drol_jax.datagen``) into ``DataOptions.generated_dir``, reused by later runs.
+   (``drol_jax.envs.datagen``) into ``DataOptions.generated_dir``, reused by later runs.
 Locomotion data came from expert policies the package does not ship, so step 4 is not
 available for them and the error explains how to fetch the files elsewhere.
 
@@ -49,6 +49,7 @@ from drol_jax.envs.base import (
     check_shapes,
     clip_actions,
 )
+from drol_jax.envs.datagen import manipulation, shards
 from drol_jax.errors import DatasetError
 from drol_jax.files import write_json_atomic
 
@@ -291,9 +292,7 @@ def _unverified_reason(train_path: str) -> str | None:
 
 def provenance_of(train_path: str, via: str) -> dict[str, Any]:
     """Label the data of an existing file: generated, published or unverified."""
-    from drol_jax import datagen
-
-    generation = datagen.read_label(train_path)
+    generation = shards.read_label(train_path)
     if generation is not None:
         return {'source': 'generated', 'path': train_path, 'via': via, 'generation': generation}
     reason = _unverified_reason(train_path)
@@ -303,34 +302,33 @@ def provenance_of(train_path: str, via: str) -> dict[str, Any]:
 
 
 def _generated_dir(options: DataOptions, dataset_name: str, episodes: int) -> str:
-    from drol_jax import datagen
-
-    tag = f'{datagen.RECIPE}-ep{episodes}-len{datagen.EPISODE_LENGTH}-seed{options.generate_seed}'
+    tag = (
+        f'{manipulation.RECIPE}-ep{episodes}-len{manipulation.EPISODE_LENGTH}'
+        f'-seed{options.generate_seed}'
+    )
     return os.path.join(os.path.expanduser(options.generated_dir), dataset_name, tag)
 
 
 def _regenerate(dataset_name: str, options: DataOptions, why: str) -> tuple[str, str]:
     """Reuse or build the locally generated dataset; returns its training file and ``via``."""
-    from drol_jax import datagen
-
-    episodes = options.generate_episodes or datagen.NUM_EPISODES
+    episodes = options.generate_episodes or manipulation.NUM_EPISODES
     out_dir = _generated_dir(options, dataset_name, episodes)
     train_path = os.path.join(out_dir, f'{dataset_name}.npz')
-    if _both_exist(train_path) and datagen.read_label(train_path) is not None:
+    if _both_exist(train_path) and shards.read_label(train_path) is not None:
         _say(f'{why}; using the locally regenerated copy in {out_dir}.')
     else:
-        val = datagen.num_val_episodes(episodes)
+        val = manipulation.num_val_episodes(episodes)
         _say(
             f'{why}; regenerating {episodes} + {val} episodes locally with the ogbench scripted '
             f'oracles into {out_dir} (NOT the published data).'
         )
-        datagen.generate_dataset(
+        manipulation.generate_dataset(
             dataset_name,
             out_dir,
             num_episodes=episodes,
             seed=options.generate_seed,
             workers=options.generate_workers,
-            episode_length=datagen.EPISODE_LENGTH,
+            episode_length=manipulation.EPISODE_LENGTH,
             show_progress=options.progress,
         )
     return train_path, 'generated_dir'

@@ -8,43 +8,33 @@ follows the published recipe (OGBench paper, appendix on datasets): env ``<famil
 ``1000`` training plus ``100`` validation episodes of ``1001`` steps, stored in OGBench's file
 format so ``ogbench.make_env_and_datasets`` loads them unchanged.
 
-Every episode draws its randomness from its own child of ``numpy.random.SeedSequence(seed)``, so
-an episode depends on the seed and its index only, not on how episodes are spread over worker
-processes or over interrupted runs. Finished episodes go to ``<dataset_name>.partial/`` beside
-the destination as they come; SIGINT or SIGTERM keeps them, and the same command continues from
-there. The final files are byte-identical to an uninterrupted generation and carry their
-provenance inside (key ``LABEL_KEY``), so a copy anywhere is still recognised as generated.
+Episodes are collected in sharded, resumable workers (``drol_jax.envs.datagen.shards``): each
+depends on the seed and its index only, SIGINT or SIGTERM keeps the finished ones and the same
+command continues from there, and the final files are byte-identical to an uninterrupted
+generation and carry their provenance inside, so a copy anywhere is still recognised as
+generated.
 
 Command line::
 
-    python -m drol_jax.datagen --dataset_name=cube-single-play-v0 --num_episodes=1000
+    python -m drol_jax.envs.datagen --dataset_name=cube-single-play-v0 --num_episodes=1000
         --dataset_dir=DIR [--seed=0] [--workers=N] [--episode_length=1001] [--progress=false]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
-import multiprocessing
 import os
 import platform
-import re
-import shutil
-import signal
 import sys
-import threading
-import zipfile
-import zlib
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
-import drol_jax.envs  # noqa: F401  (quiets the simulators' import warnings in every worker)
 from drol_jax.cli import ArgumentParser, reports_user_errors
+from drol_jax.envs.datagen import shards
 from drol_jax.errors import DatasetError, UserError
-from drol_jax.files import write_atomic, write_json_atomic
 
 RECIPE = 'ogbench-manipspace-v0'  # Bump when a change to the recipe changes the generated data.
 EPISODE_LENGTH = 1001
@@ -70,12 +60,6 @@ P_STACK_RANGES = {
 DEFAULT_P_STACK = 0.5
 # Where cube i's position sits in qpos (arm and gripper joints come first).
 QPOS_CUBE_START, QPOS_CUBE_SIZE = 14, 7
-
-# The npz key holding the provenance JSON of generated data (ogbench's loader ignores it).
-LABEL_KEY = 'drol_jax_provenance'
-# Zip member timestamps are fixed so equal arrays always give byte-identical files.
-ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
-_SHARD = re.compile(r'episode-(\d+)\.npz')
 
 
 def parse_dataset_name(dataset_name: str) -> tuple[str, str]:
@@ -232,180 +216,12 @@ def _stack_records(records: dict[str, list]) -> dict[str, np.ndarray]:
     return out
 
 
-class GenerationInterrupted(DatasetError):
-    """SIGINT or SIGTERM stopped a generation; the finished episodes stay on disk."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
-
-
-class _Stop(BaseException):
-    """Raised by the signal handler; a BaseException so no ``except Exception`` swallows it."""
-
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stop(signum, frame):
-    raise _Stop(signum)
-
-
-@contextlib.contextmanager
-def _signal_handlers(handler, signums: tuple[int, ...]):
-    """Route the signals ``signums`` to ``handler`` inside the block (main thread only).
-
-    Other threads cannot install handlers; there the signals keep their usual meaning.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {s: signal.signal(s, handler) for s in signums}
-    try:
-        yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
-
-
-_WORKER: _EpisodeCollector | None = None
-
-
-def _init_worker(dataset_name: str, episode_length: int) -> None:
-    global _WORKER
-    _WORKER = _EpisodeCollector(dataset_name, episode_length)
-
-
-def _collect_in_worker(job: tuple[int, np.random.SeedSequence]):
-    index, seed_seq = job
-    return index, *_WORKER.collect(seed_seq)
-
-
-def write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Write a compressed npz atomically and deterministically (equal arrays, equal bytes).
-
-    ``np.savez_compressed`` stamps each member with the current time; this writer does not.
-    """
-
-    def write(f):
-        with zipfile.ZipFile(f, 'w', compression=zipfile.ZIP_DEFLATED) as archive:
-            for key, value in arrays.items():
-                member = zipfile.ZipInfo(f'{key}.npy', date_time=ZIP_DATE_TIME)
-                member.compress_type = zipfile.ZIP_DEFLATED
-                with archive.open(member, 'w', force_zip64=True) as out:
-                    np.lib.format.write_array(out, np.asanyarray(value), allow_pickle=False)
-
-    write_atomic(path, write)
-
-
-def read_label(path: str) -> dict[str, Any] | None:
-    """The provenance stored inside a generated npz, or None for any other (or unreadable) file."""
-    try:
-        with np.load(path) as data:
-            label = json.loads(data[LABEL_KEY].item()) if LABEL_KEY in data.files else None
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error):
-        return None
-    return label if isinstance(label, dict) else None
-
-
 def _package_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     versions = {name: version(name) for name in ('ogbench', 'mujoco', 'gymnasium')}
     versions.update(numpy=np.__version__, python=platform.python_version())
     return versions
-
-
-def partial_dir(out_dir: str, dataset_name: str) -> str:
-    """Folder where ``generate_dataset`` keeps finished episodes until the final files exist."""
-    return os.path.join(out_dir, f'{dataset_name}.partial')
-
-
-def _open_partial(out_dir: str, dataset_name: str, settings: dict[str, Any]) -> str:
-    """Create (or reopen) the shard folder; raise ``DatasetError`` if it is unusable.
-
-    Creating the folder and its settings file is also the check that the destination is
-    writable, before the first episode is spent.
-    """
-    folder = partial_dir(out_dir, dataset_name)
-    settings_path = os.path.join(folder, 'settings.json')
-    try:
-        os.makedirs(folder, exist_ok=True)
-        if not os.path.isfile(settings_path):
-            write_json_atomic(settings_path, settings)
-            return folder
-        with open(settings_path) as f:
-            found = json.load(f)
-    except OSError as e:
-        raise DatasetError(
-            f'Cannot write the generated dataset into {out_dir} ({e.strerror or e}).'
-        ) from None
-    if found != settings:
-        changed = sorted(
-            k for k in settings.keys() | found.keys() if found.get(k) != settings.get(k)
-        )
-        raise DatasetError(
-            f'{folder} holds episodes generated with other settings ({", ".join(changed)}); '
-            'rerun with the settings it was started with, or delete the folder.'
-        )
-    return folder
-
-
-def _finished_shards(folder: str, total: int) -> set[int]:
-    indices = {int(m.group(1)) for m in map(_SHARD.fullmatch, os.listdir(folder)) if m}
-    return {i for i in indices if i < total}
-
-
-def _shard_path(folder: str, index: int) -> str:
-    return os.path.join(folder, f'episode-{index}.npz')
-
-
-def _write_shard(folder: str, index: int, episode: dict[str, np.ndarray], redraws: int) -> None:
-    write_npz(_shard_path(folder, index), {**episode, 'redraws': np.int64(redraws)})
-
-
-def _collect(
-    dataset_name: str,
-    episode_length: int,
-    folder: str,
-    jobs: list[tuple[int, np.random.SeedSequence]],
-    workers: int,
-    progress: tqdm,
-) -> None:
-    """Collect the episodes of ``jobs`` and write each to its shard as soon as it is done."""
-    if workers == 1:
-        collector = _EpisodeCollector(dataset_name, episode_length)
-        for index, seed_seq in jobs:
-            _write_shard(folder, index, *collector.collect(seed_seq))
-            progress.update()
-        return
-    # 'spawn': the caller may already run JAX threads, which a fork would copy mid-state.
-    ctx = multiprocessing.get_context('spawn')
-    # Workers start with SIGINT ignored (an ignored signal stays ignored across exec), so Ctrl-C
-    # in a terminal stops only this process, which then terminates them quietly with SIGTERM.
-    with _signal_handlers(signal.SIG_IGN, (signal.SIGINT,)):
-        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(dataset_name, episode_length))
-    with pool:
-        for index, episode, redraws in pool.imap_unordered(_collect_in_worker, jobs):
-            _write_shard(folder, index, episode, redraws)
-            progress.update()
-
-
-def _redraws(folder: str, index: int) -> int:
-    with np.load(_shard_path(folder, index)) as shard:
-        return int(shard['redraws'])
-
-
-def _assemble(folder: str, indices: range, label: dict[str, Any], path: str) -> None:
-    """Concatenate the shards of ``indices`` into ``path``, with ``label`` inside."""
-    parts = []
-    for index in indices:
-        with np.load(_shard_path(folder, index)) as shard:
-            parts.append({k: shard[k] for k in shard.files if k != 'redraws'})
-    arrays = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
-    arrays[LABEL_KEY] = np.array(json.dumps(label, sort_keys=True))
-    write_npz(path, arrays)
 
 
 def generate_dataset(
@@ -419,9 +235,9 @@ def generate_dataset(
 ) -> dict[str, Any]:
     """Generate ``<dataset_name>.npz`` and ``<dataset_name>-val.npz`` in ``out_dir``.
 
-    Finished episodes are kept in ``partial_dir(out_dir, dataset_name)`` until both files are
-    written, so a call interrupted by SIGINT or SIGTERM (``GenerationInterrupted``) or killed
-    continues where it stopped when repeated with the same arguments.
+    Finished episodes are kept in ``shards.partial_dir(out_dir, dataset_name)`` until both files
+    are written, so a call interrupted by SIGINT or SIGTERM (``shards.GenerationInterrupted``) or
+    killed continues where it stopped when repeated with the same arguments.
 
     Args:
         dataset_name: OGBench dataset name, e.g. ``cube-single-play-v0``.
@@ -433,7 +249,7 @@ def generate_dataset(
         show_progress: show a tqdm bar with ETA on stderr.
 
     Returns:
-        The provenance label, also stored in both files under ``LABEL_KEY``.
+        The provenance label, also stored in both files under ``shards.LABEL_KEY``.
     """
     family, dataset_type = parse_dataset_name(dataset_name)
     if num_episodes < 1 or episode_length < 2 or seed < 0:
@@ -447,31 +263,16 @@ def generate_dataset(
         'episode_length': episode_length,
         'versions': _package_versions(),
     }
-    folder = _open_partial(out_dir, dataset_name, settings)
-    done = _finished_shards(folder, total)
-    seeds = np.random.SeedSequence(seed).spawn(total)
-    jobs = [(i, seeds[i]) for i in range(total) if i not in done]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
-    progress = tqdm(
-        total=total,
-        initial=len(done),
-        desc=f'generating {dataset_name}',
-        unit='ep',
-        disable=not show_progress,
+    folder = shards.collect_shards(
+        dataset_name,
+        out_dir,
+        settings,
+        functools.partial(_EpisodeCollector, dataset_name, episode_length),
+        seed,
+        total,
+        workers,
+        show_progress,
     )
-    try:
-        with progress, _signal_handlers(_raise_stop, (signal.SIGINT, signal.SIGTERM)):
-            if jobs:
-                _collect(dataset_name, episode_length, folder, jobs, workers, progress)
-    except _Stop as stop:
-        kept = len(_finished_shards(folder, total))
-        raise GenerationInterrupted(
-            f'{signal.Signals(stop.signum).name} stopped the generation of {dataset_name}: '
-            f'{kept} of {total} episodes are kept in {folder}; run the same command again to '
-            'continue.',
-            stop.signum,
-        ) from None
-
     label = {
         **settings,
         'source': 'generated',
@@ -479,11 +280,13 @@ def generate_dataset(
         'dataset_type': dataset_type,
         'train_episodes': num_episodes,
         'val_episodes': num_val,
-        'scene_redraws': sum(_redraws(folder, i) for i in range(total)),
+        'scene_redraws': shards.count_redraws(folder, total),
     }
-    for suffix, indices in (('', range(num_episodes)), ('-val', range(num_episodes, total))):
-        _assemble(folder, indices, label, os.path.join(out_dir, f'{dataset_name}{suffix}.npz'))
-    shutil.rmtree(folder)
+    files = {
+        os.path.join(out_dir, f'{dataset_name}.npz'): range(num_episodes),
+        os.path.join(out_dir, f'{dataset_name}-val.npz'): range(num_episodes, total),
+    }
+    shards.assemble_dataset(folder, files, label)
     return label
 
 
@@ -497,7 +300,7 @@ def _parse_bool(text: str) -> bool:
 @reports_user_errors
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
-    parser = ArgumentParser(prog='python -m drol_jax.datagen', description=__doc__)
+    parser = ArgumentParser(prog='python -m drol_jax.envs.datagen', description=__doc__)
     parser.add_argument('--dataset_name', required=True, help='e.g. cube-single-play-v0')
     parser.add_argument('--dataset_dir', required=True, help='output folder')
     parser.add_argument('--num_episodes', type=int, default=NUM_EPISODES, help='training episodes')
@@ -524,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             episode_length=args.episode_length,
             show_progress=args.progress,
         )
-    except GenerationInterrupted as e:
+    except shards.GenerationInterrupted as e:
         print(e, file=sys.stderr)
         return 128 + e.signum
     print(json.dumps(label, indent=2))
