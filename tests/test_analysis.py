@@ -4,6 +4,7 @@ The figure commands run on tiny networks and short training; their numbers are a
 just the files.
 """
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from drol_jax.analysis import common, k_scaling, runtime, voronoi
-from drol_jax.analysis.__main__ import main
+from drol_jax.analysis.__main__ import build_parser, main, settings_from
 
 ROOT = Path(__file__).resolve().parent.parent
 DROL = str(ROOT / 'agents' / 'drol.py')
@@ -127,6 +128,24 @@ def test_read_bench_markdown_prefers_fused_rows(tmp_path):
         {'agent': 'drol', 'K': 4, 'update_ms': 80.0, 'mode': 'fused'},
         {'agent': 'fql', 'K': None, 'update_ms': 40.0, 'mode': 'fused'},
     ]
+
+
+def test_flags_fill_the_figure_settings_by_field_name():
+    argv = ['voronoi', '--out_dir', 'x', '--agent', 'a.py', '--K', '7', '--state', '0.1', '-0.2']
+    args = build_parser().parse_args([*argv, '--hidden', '8', '9', '--q_coef', '2'])
+    assert settings_from(args, voronoi.VoronoiSettings) == dataclasses.replace(
+        voronoi.VoronoiSettings(),
+        agent_path='a.py',
+        num_candidates=7,
+        state=(0.1, -0.2),
+        hidden=(8, 9),
+        q_coef=2.0,
+    )
+    argv = ['runtime', '--out_dir', 'x', '--agent', 'd.py', '--fql_agent', 'f.py', '--ks', '2']
+    args = build_parser().parse_args(argv)
+    assert settings_from(args, runtime.RuntimeSettings) == dataclasses.replace(
+        runtime.RuntimeSettings(), drol_path='d.py', fql_path='f.py', ks=(2,)
+    )
 
 
 def test_voronoi_refuses_an_agent_without_routing_helpers(tmp_path, capsys):

@@ -9,6 +9,7 @@ Figures:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from drol_jax.analysis import k_scaling, runtime, voronoi
@@ -28,8 +29,15 @@ def build_parser() -> argparse.ArgumentParser:
     vor = figures.add_parser('voronoi', help='routing regions of one state through training')
     vor_defaults = voronoi.VoronoiSettings()
     vor.add_argument('--out_dir', required=True, help='folder for voronoi.png and voronoi.json')
-    vor.add_argument('--agent', default=vor_defaults.agent_path, help='DROL agent file')
-    vor.add_argument('--K', type=int, default=vor_defaults.num_candidates, help='candidates')
+    _add_agent_option(vor, 'agent_path', vor_defaults.agent_path, 'DROL agent file')
+    vor.add_argument(
+        '--K',
+        dest='num_candidates',
+        metavar='K',
+        type=int,
+        default=vor_defaults.num_candidates,
+        help='candidates',
+    )
     vor.add_argument('--steps', type=int, default=vor_defaults.steps, help='updates in all')
     vor.add_argument(
         '--snapshots',
@@ -58,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     ks = figures.add_parser('k-scaling', help='routed BC loss and spread against K')
     ks_defaults = k_scaling.KScalingSettings()
     ks.add_argument('--out_dir', required=True, help='folder for k_scaling.png and .json')
-    ks.add_argument('--agent', default=ks_defaults.agent_path, help='DROL agent file')
+    _add_agent_option(ks, 'agent_path', ks_defaults.agent_path, 'DROL agent file')
     ks.add_argument('--ks', type=int, nargs='+', default=list(ks_defaults.ks), help='K values')
     ks.add_argument('--steps', type=int, default=ks_defaults.steps, help='updates per K')
     ks.add_argument('--seeds', type=int, default=ks_defaults.seeds, help='seeds per K')
@@ -86,8 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
     rt = figures.add_parser('runtime', help='training and inference time against K')
     rt_defaults = runtime.RuntimeSettings()
     rt.add_argument('--out_dir', required=True, help='folder for runtime.png and runtime.json')
-    rt.add_argument('--agent', default=rt_defaults.drol_path, help='DROL agent file')
-    rt.add_argument('--fql_agent', default=rt_defaults.fql_path, help='FQL agent file')
+    _add_agent_option(rt, 'drol_path', rt_defaults.drol_path, 'DROL agent file')
+    rt.add_argument(
+        '--fql_agent',
+        dest='fql_path',
+        metavar='FQL_AGENT',
+        default=rt_defaults.fql_path,
+        help='FQL agent file',
+    )
     rt.add_argument('--ks', type=int, nargs='+', default=list(rt_defaults.ks), help='K values')
     rt.add_argument(
         '--size',
@@ -105,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_agent_option(parser: argparse.ArgumentParser, field: str, default: str, text: str):
+    """``--agent``, stored under the settings field ``field``."""
+    parser.add_argument('--agent', dest=field, metavar='AGENT', default=default, help=text)
+
+
 def _add_training_options(parser: argparse.ArgumentParser, defaults) -> None:
     """Seed and network options shared by the figures that train."""
     parser.add_argument('--seed', type=int, default=defaults.seed, help='first seed')
@@ -118,57 +137,29 @@ def _add_training_options(parser: argparse.ArgumentParser, defaults) -> None:
     parser.add_argument('--batch_size', type=int, default=defaults.batch_size)
 
 
+def settings_from(args: argparse.Namespace, settings_class: type):
+    """The figure's settings from the flags stored under its field names (lists as tuples).
+
+    Fields without a flag keep their defaults.
+    """
+    values = {
+        field.name: getattr(args, field.name)
+        for field in dataclasses.fields(settings_class)
+        if hasattr(args, field.name)
+    }
+    return settings_class(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
 def run_figure(args: argparse.Namespace) -> tuple[str, str]:
     """Compute, print and write the chosen figure; returns (png path, numbers path)."""
     if args.figure == 'voronoi':
-        result = voronoi.run(
-            voronoi.VoronoiSettings(
-                agent_path=args.agent,
-                num_candidates=args.K,
-                steps=args.steps,
-                snapshots=args.snapshots,
-                warmup_steps=args.warmup_steps,
-                seed=args.seed,
-                hidden=tuple(args.hidden),
-                batch_size=args.batch_size,
-                bc_coef=args.bc_coef,
-                q_coef=args.q_coef,
-                state=tuple(args.state),
-                grid_size=args.grid_size,
-            )
-        )
+        result = voronoi.run(settings_from(args, voronoi.VoronoiSettings))
         print('\n'.join(voronoi.summary_lines(result)))
         return voronoi.write(result, args.out_dir)
     if args.figure == 'k-scaling':
-        result = k_scaling.run(
-            k_scaling.KScalingSettings(
-                agent_path=args.agent,
-                ks=tuple(args.ks),
-                steps=args.steps,
-                seeds=args.seeds,
-                seed=args.seed,
-                hidden=tuple(args.hidden),
-                batch_size=args.batch_size,
-                q_coef=args.q_coef,
-                eval_states=args.eval_states,
-                eval_draws=args.eval_draws,
-                spread_latents=args.spread_latents,
-            )
-        )
+        result = k_scaling.run(settings_from(args, k_scaling.KScalingSettings))
         return k_scaling.write(result, args.out_dir)
-    result = runtime.run(
-        runtime.RuntimeSettings(
-            drol_path=args.agent,
-            fql_path=args.fql_agent,
-            ks=tuple(args.ks),
-            size=args.size,
-            batch_size=args.batch_size,
-            updates=args.updates,
-            repeats=args.repeats,
-            inference_calls=args.inference_calls,
-            from_bench=args.from_bench,
-        )
-    )
+    result = runtime.run(settings_from(args, runtime.RuntimeSettings))
     return runtime.write(result, args.out_dir)
 
 

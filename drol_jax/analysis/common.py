@@ -18,11 +18,14 @@ import numpy as np
 from drol_jax import seeding
 from drol_jax.agent_file import AgentFile, load_agent_file
 from drol_jax.data import to_device
+from drol_jax.envs.toy import DATASET_SEED, DATASET_SIZE, TASKS, ToyTask
 from drol_jax.errors import AgentFileError, NonFiniteLossError
 from drol_jax.files import write_json_atomic
 from drol_jax.hyperparameters import check_agent_config
 from drol_jax.networks import broadcast_states
 from drol_jax.updates import first_nonfinite, make_train_block, stack_agents, unstack_agent
+
+TASK_NAME = 'toy-multimodal'  # The task every training figure uses.
 
 
 class RoutingHelpers(NamedTuple):
@@ -113,6 +116,12 @@ class FusedTrainer:
         return unstack_agent(self.agents, index)
 
 
+def toy_task_data() -> tuple[ToyTask, dict[str, np.ndarray]]:
+    """The figures' toy task and its training set, the one a run on that task trains on."""
+    task = TASKS[TASK_NAME]
+    return task, task.make_dataset(DATASET_SIZE, DATASET_SEED)
+
+
 def policy_candidates(agent: Any, observations: np.ndarray, num_latents: int, key) -> jax.Array:
     """``num_latents`` single-pass actions per state, shape (N, num_latents, action_dim).
 
@@ -139,3 +148,30 @@ def write_figure(result: dict, out_dir: str, name: str, draw, numbers: dict | No
     draw(result, png)
     write_json(json_path, result if numbers is None else numbers)
     return png, json_path
+
+
+def pyplot():
+    """The pyplot module on matplotlib's Agg backend, so figures need no display."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def k_axes(axes, ks, xlabel: str, legend_size: int) -> None:
+    """Finish axes whose x is K: log-2 scale with a tick at every K, a grid and a legend."""
+    for ax in axes:
+        ax.set_xscale('log', base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3, which='both')
+        ax.legend(fontsize=legend_size)
+
+
+def save_figure(fig, path: str, dpi: int, rect: tuple[float, ...] | None = None) -> None:
+    """Lay ``fig`` out (inside ``rect``, figure fraction), write it to ``path`` and close it."""
+    fig.tight_layout(rect=rect)
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)

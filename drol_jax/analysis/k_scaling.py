@@ -21,17 +21,10 @@ import jax
 import numpy as np
 
 from drol_jax import seeding
-from drol_jax.analysis.common import (
-    FusedTrainer,
-    RoutingHelpers,
-    load_agent,
-    policy_candidates,
-    write_figure,
-)
-from drol_jax.envs.toy import DATASET_SEED, DATASET_SIZE, TASKS
+from drol_jax.analysis import common
+from drol_jax.envs.toy import DATASET_SEED, TASKS
 from drol_jax.errors import ConfigError
 
-TASK_NAME = 'toy-multimodal'
 HELD_OUT_SEED = DATASET_SEED + 2  # Neither the training (seed 0) nor the validation (1) set.
 DEFAULT_KS = (1, 2, 4, 8, 16, 32, 64)
 
@@ -57,7 +50,7 @@ class KScalingSettings:
 # Pure computations.
 
 
-def routed_bc(helpers: RoutingHelpers, candidates: Any, actions: Any) -> float:
+def routed_bc(helpers: common.RoutingHelpers, candidates: Any, actions: Any) -> float:
     """Routed BC loss ``mean_i min_k D_ik`` of candidates (N, K, d) for actions (N, d)."""
     distances = helpers.candidate_distances(candidates, actions)
     winners = helpers.route_to_nearest(distances)
@@ -102,10 +95,9 @@ def run(settings: KScalingSettings) -> dict:
         raise ConfigError(f'--ks must list integers >= 1, got {list(settings.ks)}.')
     if settings.seeds < 1:
         raise ConfigError(f'--seeds must be >= 1, got {settings.seeds}.')
-    loaded = load_agent(settings.agent_path)
+    loaded = common.load_agent(settings.agent_path)
     helpers = loaded.routing_helpers()
-    task = TASKS[TASK_NAME]
-    dataset = task.make_dataset(DATASET_SIZE, DATASET_SEED)
+    task, dataset = common.toy_task_data()
     held_out = task.make_dataset(settings.eval_states, HELD_OUT_SEED)
     states, actions = held_out['observations'], held_out['actions']
     seeds = [settings.seed + i for i in range(settings.seeds)]
@@ -123,13 +115,13 @@ def run(settings: KScalingSettings) -> dict:
             batch_size=settings.batch_size,
             q_coef=settings.q_coef,
         )
-        trainer = FusedTrainer(loaded.agent_class, config, dataset, seeds)
+        trainer = common.FusedTrainer(loaded.agent_class, config, dataset, seeds)
         trainer.train(settings.steps)
         for row in range(len(seeds)):
             agent = trainer.agent(row)
-            draws = [policy_candidates(agent, states, k, key) for key in bc_keys]
+            draws = [common.policy_candidates(agent, states, k, key) for key in bc_keys]
             bc[row, column] = np.mean([routed_bc(helpers, c, actions) for c in draws])
-            many = policy_candidates(agent, states, settings.spread_latents, spread_key)
+            many = common.policy_candidates(agent, states, settings.spread_latents, spread_key)
             spread[row, column] = float(helpers.candidate_spread(many))
         print(
             f'K={k:>3}: routed BC {bc[:, column].mean():.4f}, spread {spread[:, column].mean():.4f}'
@@ -138,18 +130,18 @@ def run(settings: KScalingSettings) -> dict:
         )
     return {
         'settings': dataclasses.asdict(settings),
-        'task': TASK_NAME,
+        'task': common.TASK_NAME,
         'ks': list(settings.ks),
         'seeds': seeds,
         'routed_bc': bc,
         'spread': spread,
         'routed_bc_stats': seed_statistics(bc),
         'spread_stats': seed_statistics(spread),
-        'mean_regressor_bc': mean_regressor_bc(TASK_NAME, states),
+        'mean_regressor_bc': mean_regressor_bc(common.TASK_NAME, states),
         # K = 3 candidates exactly on the cluster centres leave only the noise variance.
-        'noise_floor_bc': TASKS[TASK_NAME].noise_std ** 2,
+        'noise_floor_bc': TASKS[common.TASK_NAME].noise_std ** 2,
         # Expected pairwise per-dimension squared distance of two dataset actions of a state.
-        'data_spread': 2 * mean_regressor_bc(TASK_NAME, states),
+        'data_spread': 2 * mean_regressor_bc(common.TASK_NAME, states),
     }
 
 
@@ -159,11 +151,7 @@ def run(settings: KScalingSettings) -> dict:
 
 def draw(result: dict, path: str) -> None:
     """Two panels against K (log axis): routed BC loss and candidate spread, 95% CI bars."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     ks = np.asarray(result['ks'])
     settings = result['settings']
     num_seeds = len(result['seeds'])
@@ -205,23 +193,16 @@ def draw(result: dict, path: str) -> None:
     ax_spread.set_title('Spread of the policy’s actions at a state')
     ax_spread.set_ylim(bottom=0)
 
-    for ax in (ax_bc, ax_spread):
-        ax.set_xscale('log', base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set_xlabel('K (candidates per state during training)')
-        ax.grid(alpha=0.3, which='both')
-        ax.legend(fontsize=8)
+    common.k_axes((ax_bc, ax_spread), ks, 'K (candidates per state during training)', legend_size=8)
     fig.suptitle(
         f'DROL on {result["task"]} after {settings["steps"]:,} updates '
         f'(q_coef {settings["q_coef"]:g}, hidden {tuple(settings["hidden"])}, '
         f'batch {settings["batch_size"]})',
         fontsize=11,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def write(result: dict, out_dir: str) -> tuple[str, str]:
     """Write ``k_scaling.png`` and ``k_scaling.json`` into ``out_dir``."""
-    return write_figure(result, out_dir, 'k_scaling', draw)
+    return common.write_figure(result, out_dir, 'k_scaling', draw)

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from drol_jax.analysis.common import FusedTrainer, load_agent, write_figure
+from drol_jax.analysis import common
 from drol_jax.data import random_transitions
 from drol_jax.errors import UserError
 
@@ -63,9 +63,9 @@ def time_agent(
     agent_path: str, overrides: dict, settings: RuntimeSettings, dataset, time_training: bool
 ) -> dict:
     """Milliseconds per fused update (NaN unless ``time_training``) and per inference call."""
-    loaded = load_agent(agent_path)
+    loaded = common.load_agent(agent_path)
     config = loaded.config(**overrides)
-    trainer = FusedTrainer(loaded.agent_class, config, dataset, [0])
+    trainer = common.FusedTrainer(loaded.agent_class, config, dataset, [0])
 
     def train_block():
         trainer.train(settings.updates)
@@ -192,11 +192,7 @@ def run(settings: RuntimeSettings) -> dict:
 
 def draw(result: dict, path: str) -> None:
     """Two panels against K: ms per training update, ms per inference call."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     settings = result['settings']
     ks = np.array([r['K'] for r in result['drol']])
     fig, (ax_train, ax_infer) = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -217,14 +213,12 @@ def draw(result: dict, path: str) -> None:
     for ax, key, ylabel, title in panels:
         ax.plot(ks, [r[key] for r in result['drol']], marker='o', label='DROL (K candidates)')
         ax.axhline(result['fql'][key], color='C3', ls='--', label='FQL (no K)')
-        ax.set_xscale('log', base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
-        ax.set_xlabel('K (DROL candidates per state during training)')
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         ax.set_ylim(bottom=0)
-        ax.grid(alpha=0.3, which='both')
-        ax.legend(fontsize=9)
+    common.k_axes(
+        (ax_train, ax_infer), ks, 'K (DROL candidates per state during training)', legend_size=9
+    )
     hidden = result['hidden']
     before, after = result['load_average']
     fig.suptitle(
@@ -234,11 +228,9 @@ def draw(result: dict, path: str) -> None:
         f'1-min load average {before:.1f} at start, {after:.1f} at end',
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=90)
 
 
 def write(result: dict, out_dir: str) -> tuple[str, str]:
     """Write ``runtime.png`` and ``runtime.json`` into ``out_dir``."""
-    return write_figure(result, out_dir, 'runtime', draw)
+    return common.write_figure(result, out_dir, 'runtime', draw)

@@ -20,17 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from drol_jax import seeding
-from drol_jax.analysis.common import (
-    FusedTrainer,
-    RoutingHelpers,
-    load_agent,
-    policy_candidates,
-    write_figure,
-)
-from drol_jax.envs.toy import DATASET_SEED, DATASET_SIZE, TASKS
+from drol_jax.analysis import common
+from drol_jax.envs.toy import TASKS
 from drol_jax.errors import ConfigError
 
-TASK_NAME = 'toy-multimodal'
 STATE_ACTIONS_SEED = 1  # Noise of the fixed dataset actions drawn at the chosen state.
 
 
@@ -50,7 +43,7 @@ def action_grid(grid_size: int) -> np.ndarray:
     return np.stack([first.ravel(), second.ravel()], axis=-1).astype(np.float32)
 
 
-def action_owners(helpers: RoutingHelpers, candidates: Any, actions: Any) -> np.ndarray:
+def action_owners(helpers: common.RoutingHelpers, candidates: Any, actions: Any) -> np.ndarray:
     """Index of the nearest of one state's candidates (K, d) for each action (M, d), shape (M,).
 
     Uses DROL's own distance and routing, so the regions are exactly those training routes to.
@@ -61,7 +54,7 @@ def action_owners(helpers: RoutingHelpers, candidates: Any, actions: Any) -> np.
     return np.asarray(helpers.route_to_nearest(helpers.candidate_distances(tiled, actions)))
 
 
-def grid_owners(helpers: RoutingHelpers, candidates: Any, grid_size: int) -> np.ndarray:
+def grid_owners(helpers: common.RoutingHelpers, candidates: Any, grid_size: int) -> np.ndarray:
     """Nearest-candidate region (Voronoi cell) of each grid point, shape (G, G), row = dim 2."""
     return action_owners(helpers, candidates, action_grid(grid_size)).reshape(grid_size, grid_size)
 
@@ -149,7 +142,7 @@ def snapshot_steps(steps: int, snapshots: int) -> list[int]:
 
 def run(settings: VoronoiSettings) -> dict:
     """Train DROL on the toy task and record candidates, cells and owners at each snapshot."""
-    loaded = load_agent(settings.agent_path)
+    loaded = common.load_agent(settings.agent_path)
     helpers = loaded.routing_helpers()
     overrides = {
         'num_candidates': settings.num_candidates,
@@ -163,22 +156,21 @@ def run(settings: VoronoiSettings) -> dict:
     config = loaded.config(**overrides)
     steps = snapshot_steps(settings.steps, settings.snapshots)
 
-    task = TASKS[TASK_NAME]
-    dataset = task.make_dataset(DATASET_SIZE, DATASET_SEED)
+    task, dataset = common.toy_task_data()
     state = np.asarray(settings.state, np.float32)
     actions, cluster_ids = state_actions(
-        TASK_NAME, state, settings.actions_per_cluster, STATE_ACTIONS_SEED
+        common.TASK_NAME, state, settings.actions_per_cluster, STATE_ACTIONS_SEED
     )
     # One key for every snapshot: the same K latents, so only the actor's change moves them.
     latent_key = seeding.analysis_eval_key(settings.seed)
 
     if settings.warmup_steps:
         warmup_config = loaded.config(**{**overrides, 'q_coef': 0.0})
-        trainer = FusedTrainer(loaded.agent_class, warmup_config, dataset, [settings.seed])
+        trainer = common.FusedTrainer(loaded.agent_class, warmup_config, dataset, [settings.seed])
         trainer.train(settings.warmup_steps)
         trainer.set_config(config)
     else:
-        trainer = FusedTrainer(loaded.agent_class, config, dataset, [settings.seed])
+        trainer = common.FusedTrainer(loaded.agent_class, config, dataset, [settings.seed])
 
     candidates, owners, cells = [], [], []
     done = 0
@@ -186,7 +178,9 @@ def run(settings: VoronoiSettings) -> dict:
         trainer.train(step - done)
         done = step
         cand = np.asarray(
-            policy_candidates(trainer.agent(), state[None], settings.num_candidates, latent_key)[0]
+            common.policy_candidates(
+                trainer.agent(), state[None], settings.num_candidates, latent_key
+            )[0]
         )
         candidates.append(cand)
         owners.append(action_owners(helpers, cand, actions))
@@ -197,7 +191,7 @@ def run(settings: VoronoiSettings) -> dict:
     handoffs = count_handoffs(owners)
     return {
         'settings': dataclasses.asdict(settings),
-        'task': TASK_NAME,
+        'task': common.TASK_NAME,
         'state': state,
         'mode_centers': task.mode_centers(state[None])[0],
         'mode_values': task.mode_values,
@@ -229,10 +223,7 @@ def candidate_colours(num_candidates: int) -> np.ndarray:
 
 def draw(result: dict, path: str) -> None:
     """Plot every snapshot's cells, candidates and dataset actions into ``path``."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
+    plt = common.pyplot()
     from matplotlib.colors import ListedColormap
     from matplotlib.lines import Line2D
 
@@ -298,30 +289,20 @@ def draw(result: dict, path: str) -> None:
         f' majority-owner changes per cluster: {changes} (q_coef {q_text})',
         fontsize=11,
     )
+
+    def marker(label: str, **style) -> Line2D:
+        return Line2D([], [], ls='', label=label, **{'marker': 'o', 'ms': 10, **style})
+
     legend = [
-        Line2D([], [], marker='o', ls='', ms=10, mfc='C0', mec='C0', mew=2, label='candidate k'),
-        Line2D(
-            [],
-            [],
-            marker='o',
-            ls='',
-            ms=10,
-            mfc='white',
-            mec='C0',
-            mew=2,
-            label='candidate owning no dataset action here',
-        ),
-        Line2D([], [], marker='o', ls='', ms=4, mfc='0.3', mec='none', label='dataset action'),
-        Line2D(
-            [],
-            [],
+        marker('candidate k', mfc='C0', mec='C0', mew=2),
+        marker('candidate owning no dataset action here', mfc='white', mec='C0', mew=2),
+        marker('dataset action', ms=4, mfc='0.3', mec='none'),
+        marker(
+            "candidate's region (nearest-candidate cell)",
             marker='s',
-            ls='',
-            ms=10,
             mfc='0.8',
             mec='none',
             alpha=0.6,
-            label="candidate's region (nearest-candidate cell)",
         ),
     ]
     fig.legend(
@@ -340,9 +321,7 @@ def draw(result: dict, path: str) -> None:
         fontsize=8,
         color='0.3',
     )
-    fig.tight_layout(rect=(0, 0.75 / height, 1, 1))
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    common.save_figure(fig, path, dpi=80, rect=(0, 0.75 / height, 1, 1))
 
 
 def summary_lines(result: dict) -> list[str]:
@@ -365,6 +344,6 @@ def summary_lines(result: dict) -> list[str]:
 
 def write(result: dict, out_dir: str) -> tuple[str, str]:
     """Write ``voronoi.png`` and ``voronoi.json`` (without the bulky grid) into ``out_dir``."""
-    return write_figure(
+    return common.write_figure(
         result, out_dir, 'voronoi', draw, numbers={k: v for k, v in result.items() if k != 'cells'}
     )
