@@ -6,7 +6,6 @@ Pure functions over ``Run`` columns and score arrays; nothing here reads or writ
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -178,7 +177,7 @@ def aggregate_estimates(
 ) -> dict[str, dict[str, Estimate]]:
     """IQM and mean across tasks per agent, with rliable's stratified-bootstrap 95% CIs.
 
-    Returns ``{agent: {'IQM': Estimate, 'mean': Estimate}}``.
+    Returns ``{agent: {'IQM': Estimate, 'mean': Estimate}}``; equal ``seed``, equal intervals.
     """
     try:
         from rliable import library as rly
@@ -193,16 +192,17 @@ def aggregate_estimates(
     def iqm_and_mean(scores: np.ndarray) -> np.ndarray:
         return np.array([metrics.aggregate_iqm(scores), metrics.aggregate_mean(scores)])
 
-    with warnings.catch_warnings():
-        # rliable 1.2.0 can only seed `arch` through its deprecated `random_state` argument.
-        warnings.filterwarnings('ignore', 'random_state is deprecated', FutureWarning)
+    # rliable 1.2.0 draws its stratified resamples from numpy's global generator whatever
+    # `random_state` it is given, so ``seed`` seeds that generator; the caller's state is put
+    # back afterwards.
+    saved_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
         points, intervals = rly.get_interval_estimates(
-            matrices,
-            iqm_and_mean,
-            reps=reps,
-            confidence_interval_size=CONFIDENCE,
-            random_state=np.random.RandomState(seed),
+            matrices, iqm_and_mean, reps=reps, confidence_interval_size=CONFIDENCE
         )
+    finally:
+        np.random.set_state(saved_state)
     return {
         agent: {
             name: Estimate(float(points[agent][i]), *map(float, intervals[agent][:, i]))
