@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_agent_option(parser: argparse.ArgumentParser, field: str, default: str, text: str):
+def _add_agent_option(parser: argparse.ArgumentParser, field: str, default: str, text: str) -> None:
     """``--agent``, stored under the settings field ``field``."""
     parser.add_argument('--agent', dest=field, metavar='AGENT', default=default, help=text)
 
