@@ -17,7 +17,6 @@ Parameter trees match the official implementation (``modules_critic``, ``modules
 from __future__ import annotations
 
 import copy
-import functools
 from typing import Any
 
 import flax
@@ -144,7 +143,7 @@ class ReBRACAgent(flax.struct.PyTreeNode):
         }
 
     def losses(self, batch, grad_params, full_update, rng):
-        """Critic loss, plus the actor loss where ``full_update`` (a traced or static bool).
+        """Critic loss, plus the actor loss where ``full_update`` (a bool, possibly traced).
 
         On other updates the actor's loss is reported but adds nothing (its gradient is zero,
         as in the official agent, where Adam's moments still move the actor).
@@ -160,12 +159,12 @@ class ReBRACAgent(flax.struct.PyTreeNode):
         )
         return critic_loss + actor_loss, prefixed(critic=critic_info, actor=actor_info)
 
-    @functools.partial(jax.jit, static_argnames=('full_update',))
+    @jax.jit
     def total_loss(self, batch, grad_params, full_update=True, rng=None):
         """Critic loss + actor loss if ``full_update``; ``critic/`` and ``actor/`` metrics."""
         return self.losses(batch, grad_params, full_update, self.rng if rng is None else rng)
 
-    @functools.partial(jax.jit, static_argnames=('full_update',))
+    @jax.jit
     def update(self, batch, full_update=None):
         """One gradient step; the actor and target networks only on a full update.
 
