@@ -169,7 +169,11 @@ class LogParam(nn.Module):
     @nn.compact
     def __call__(self) -> jnp.ndarray:
         """The scalar, ``exp(log_value)``."""
-        log_value = self.param('log_value', lambda _: jnp.full((), jnp.log(self.init_value)))
+        # float32 explicitly: a weakly typed initial value would change type at the first update
+        # and make every jitted update compile twice.
+        log_value = self.param(
+            'log_value', lambda _: jnp.full((), jnp.log(self.init_value), jnp.float32)
+        )
         return jnp.exp(log_value)
 
 
