@@ -265,7 +265,20 @@ def one_line_error(result) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# The official parameter layouts, written out (paths and shapes), and the networks they define.
+# The official agents: their configs' shared entries, parameter layouts (paths and shapes) and
+# the networks those layouts define, written out.
+
+# The entries of get_config() that every agent of the official FQL codebase has, with one value.
+OFFICIAL_SHARED_CONFIG = dict(
+    lr=3e-4,
+    batch_size=256,
+    actor_hidden_dims=(512, 512, 512, 512),
+    value_hidden_dims=(512, 512, 512, 512),
+    layer_norm=True,
+    actor_layer_norm=False,
+    discount=0.99,
+    tau=0.005,
+)
 
 
 def mlp_layout(prefix, widths, layer_norm=False, activate_final=False, ensemble=None):

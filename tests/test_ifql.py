@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from helpers import (
+    OFFICIAL_SHARED_CONFIG,
     REPO,
     TINY_HIDDEN,
     agent_file,
@@ -29,14 +30,7 @@ OBS_DIM = ACTION_DIM = 2
 # (here too, in the agent's config), and `encoder` belongs to the pixel path.
 OFFICIAL_CONFIG = dict(
     agent_name='ifql',
-    lr=3e-4,
-    batch_size=256,
-    actor_hidden_dims=(512, 512, 512, 512),
-    value_hidden_dims=(512, 512, 512, 512),
-    layer_norm=True,
-    actor_layer_norm=False,
-    discount=0.99,
-    tau=0.005,
+    **OFFICIAL_SHARED_CONFIG,
     expectile=0.9,
     num_samples=32,
     flow_steps=10,

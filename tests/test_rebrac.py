@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from helpers import (
+    OFFICIAL_SHARED_CONFIG,
     REPO,
     TINY_HIDDEN,
     agent_file,
@@ -31,14 +32,7 @@ OBS_DIM = ACTION_DIM = 2
 # The official agents/rebrac.py get_config() (its `encoder` key belongs to the pixel path).
 OFFICIAL_CONFIG = dict(
     agent_name='rebrac',
-    lr=3e-4,
-    batch_size=256,
-    actor_hidden_dims=(512, 512, 512, 512),
-    value_hidden_dims=(512, 512, 512, 512),
-    layer_norm=True,
-    actor_layer_norm=False,
-    discount=0.99,
-    tau=0.005,
+    **OFFICIAL_SHARED_CONFIG,
     tanh_squash=True,
     actor_fc_scale=0.01,
     alpha_actor=0.0,

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import (
+    OFFICIAL_SHARED_CONFIG,
     REPO,
     TINY,
     TINY_HIDDEN,
@@ -34,14 +35,7 @@ OBS_DIM = ACTION_DIM = 2
 # The official agents/sac.py get_config().
 OFFICIAL_CONFIG = dict(
     agent_name='sac',
-    lr=3e-4,
-    batch_size=256,
-    actor_hidden_dims=(512, 512, 512, 512),
-    value_hidden_dims=(512, 512, 512, 512),
-    layer_norm=True,
-    actor_layer_norm=False,
-    discount=0.99,
-    tau=0.005,
+    **OFFICIAL_SHARED_CONFIG,
     target_entropy=None,
     target_entropy_multiplier=0.5,
     tanh_squash=True,
