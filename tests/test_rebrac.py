@@ -23,7 +23,7 @@ from helpers import (
     with_config,
 )
 
-from drol_jax.data import gather, random_transitions, sample_indices, to_device
+from drol_jax.data import ReplayBuffer, gather, random_transitions, sample_indices, to_device
 from drol_jax.updates import make_train_block, stack_agents, unstack_agent
 
 REBRAC = os.path.join(REPO, 'agents', 'rebrac.py')
@@ -80,6 +80,13 @@ def test_next_actions_are_the_next_index_clamped_at_the_end():
         batch = gather(data, idx)
         expected = dataset['actions'][[1, 5, 9, 9]]  # The last index has no next: clamped.
         np.testing.assert_array_equal(np.asarray(batch['next_actions']), expected)
+    # An online buffer clamps at its filled size, not at its capacity.
+    buffer = ReplayBuffer.from_dataset(dataset, capacity=20)
+    batch = buffer.sample(np.random.default_rng(0), 64)
+    indices = np.random.default_rng(0).integers(10, size=64)
+    assert indices.max() == 9
+    expected = dataset['actions'][np.minimum(indices + 1, 9)]
+    np.testing.assert_array_equal(batch['next_actions'], expected)
 
 
 def reference_losses(params, batch, rng, config):
