@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import chex
 import flax
 import jax
 import numpy as np
@@ -398,3 +399,32 @@ def check_official_layout_both_ways(path, layout, folder, step=3):
     )
     assert int(restored.network.step) == step
     return restored, official['network']['params']
+
+
+def bootstrapping_batch(size=64, seed=0):
+    """A batch of random transitions (toy sizes), most of them bootstrapping (mask 1).
+
+    Every next-state term of a loss then counts; the toy task's transitions all end an episode.
+    """
+    from drol_jax.data import gather, random_transitions
+
+    dataset = random_transitions(4 * size, toy.OBS_DIM, 2, seed=seed)
+    return gather(dataset, np.random.default_rng(seed).integers(4 * size, size=size))
+
+
+def check_official_target_lag(agent, batch, targets=('critic',)):
+    """One update moves each target as the official agents do, and returns the new agent.
+
+    ``target <- tau * online + (1 - tau) * target`` with the online parameters from *before* the
+    gradient step (so a target equal to its online network stays put at the first update).
+    """
+    updated, _ = agent.update(batch)
+    tau, before, after = agent.config['tau'], agent.network.params, updated.network.params
+    for name in targets:
+        expected = jax.tree_util.tree_map(
+            lambda online, target: tau * online + (1 - tau) * target,
+            before[f'modules_{name}'],
+            before[f'modules_target_{name}'],
+        )
+        chex.assert_trees_all_close(after[f'modules_target_{name}'], expected, rtol=1e-6)
+    return updated

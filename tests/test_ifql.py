@@ -13,15 +13,15 @@ from helpers import (
     REPO,
     TINY_HIDDEN,
     agent_file,
+    bootstrapping_batch,
     check_official_layout_both_ways,
+    check_official_target_lag,
     mlp_layout,
     reference_critic,
     reference_mlp,
     tiny_agent,
     toy_dataset,
 )
-
-from drol_jax.data import gather
 
 IFQL = os.path.join(REPO, 'agents', 'ifql.py')
 OBS_DIM = ACTION_DIM = 2
@@ -123,8 +123,7 @@ def reference_losses(params, batch, rng, config):
 
 def test_losses_and_gradients_match_the_equations():
     agent = tiny_agent(IFQL).agent
-    dataset = toy_dataset(seed=6)
-    batch = gather(dataset, np.random.default_rng(6).integers(len(dataset['actions']), size=64))
+    batch = bootstrapping_batch(seed=6)
     rng = jax.random.PRNGKey(13)
     (loss, info), grads = jax.jit(
         jax.value_and_grad(lambda p: agent.total_loss(batch, p, rng=rng), has_aux=True)
@@ -137,3 +136,9 @@ def test_losses_and_gradients_match_the_equations():
     np.testing.assert_allclose(info['critic/critic_loss'], parts['critic'], rtol=1e-5)
     np.testing.assert_allclose(info['actor/actor_loss'], parts['actor'], rtol=1e-5)
     chex.assert_trees_all_close(grads, ref_grads, rtol=1e-4, atol=1e-6)
+
+
+def test_the_target_critic_follows_the_official_update():
+    agent = tiny_agent(IFQL).agent
+    for seed in range(2):
+        agent = check_official_target_lag(agent, bootstrapping_batch(32, seed))

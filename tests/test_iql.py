@@ -13,7 +13,9 @@ from helpers import (
     REPO,
     TINY_HIDDEN,
     agent_file,
+    bootstrapping_batch,
     check_official_layout_both_ways,
+    check_official_target_lag,
     gaussian_log_prob,
     mlp_layout,
     reference_critic,
@@ -23,8 +25,6 @@ from helpers import (
     toy_dataset,
     with_config,
 )
-
-from drol_jax.data import gather
 
 IQL = os.path.join(REPO, 'agents', 'iql.py')
 OBS_DIM = ACTION_DIM = 2
@@ -102,11 +102,6 @@ def reference_losses(params, batch, config):
     return value_loss + critic_loss + actor_loss, (losses, extras)
 
 
-def batch_of(size=64, seed=3):
-    dataset = toy_dataset(seed=seed)
-    return gather(dataset, np.random.default_rng(seed).integers(len(dataset['actions']), size=size))
-
-
 def check_against_reference(agent, batch, rng):
     config = agent.config
     params = agent.network.params
@@ -129,7 +124,7 @@ def check_against_reference(agent, batch, rng):
 def test_awr_losses_and_gradients_match_the_equations():
     # A large inverse temperature makes AWR's clip at 100 active for part of the batch.
     agent = with_config(tiny_agent(IQL).agent, alpha=300.0)
-    extras = check_against_reference(agent, batch_of(), jax.random.PRNGKey(5))
+    extras = check_against_reference(agent, bootstrapping_batch(seed=3), jax.random.PRNGKey(5))
     assert np.any(extras['weights'] == 100.0) and np.any(extras['weights'] < 100.0)
     # Both sides of the expectile: the weight 0.9 above the value and 0.1 below are both used.
     assert np.any(extras['diff'] > 0) and np.any(extras['diff'] < 0)
@@ -137,4 +132,10 @@ def test_awr_losses_and_gradients_match_the_equations():
 
 def test_ddpgbc_losses_and_gradients_match_the_equations():
     agent = with_config(tiny_agent(IQL).agent, actor_loss='ddpgbc', alpha=2.0)
-    check_against_reference(agent, batch_of(), jax.random.PRNGKey(6))
+    check_against_reference(agent, bootstrapping_batch(seed=3), jax.random.PRNGKey(6))
+
+
+def test_the_target_critic_follows_the_official_update():
+    agent = tiny_agent(IQL).agent
+    for seed in range(2):
+        agent = check_official_target_lag(agent, bootstrapping_batch(32, seed))

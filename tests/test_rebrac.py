@@ -14,7 +14,9 @@ from helpers import (
     REPO,
     TINY_HIDDEN,
     agent_file,
+    bootstrapping_batch,
     check_official_layout_both_ways,
+    check_official_target_lag,
     mlp_layout,
     reference_critic,
     reference_gaussian,
@@ -116,8 +118,7 @@ def reference_losses(params, batch, rng, config):
 def test_losses_and_gradients_match_the_equations_with_both_bc_terms():
     agent = with_config(tiny_agent(REBRAC).agent, alpha_actor=0.7, alpha_critic=0.4)
     params, rng = agent.network.params, jax.random.PRNGKey(9)
-    dataset = toy_dataset(seed=4)
-    batch = gather(dataset, np.random.default_rng(4).integers(len(dataset['actions']), size=64))
+    batch = bootstrapping_batch(seed=4)
 
     @jax.jit
     @jax.vmap
@@ -188,3 +189,12 @@ def test_fused_blocks_follow_the_official_actor_freq_rule():
         assert not np.array_equal(
             fused.network.params[name]['mean_net']['kernel'], initial[name]['mean_net']['kernel']
         )
+
+
+def test_the_targets_follow_the_official_update_on_full_updates_only():
+    agent = tiny_agent(REBRAC).agent
+    first, _ = agent.update(bootstrapping_batch(32, 0))  # Update 1: the critic only.
+    for name in ('modules_target_critic', 'modules_target_actor'):
+        chex.assert_trees_all_equal(first.network.params[name], agent.network.params[name])
+    # Update 2 is full: both targets move towards the online networks of before it.
+    check_official_target_lag(first, bootstrapping_batch(32, 1), targets=('critic', 'actor'))

@@ -15,7 +15,9 @@ from helpers import (
     TINY,
     TINY_HIDDEN,
     agent_file,
+    bootstrapping_batch,
     check_official_layout_both_ways,
+    check_official_target_lag,
     gaussian_log_prob,
     mlp_layout,
     read_csv_rows,
@@ -26,8 +28,6 @@ from helpers import (
     toy_dataset,
     with_config,
 )
-
-from drol_jax.data import gather
 
 SAC = os.path.join(REPO, 'agents', 'sac.py')
 OBS_DIM = ACTION_DIM = 2
@@ -127,8 +127,7 @@ def test_losses_and_gradients_match_the_equations(backup_entropy):
     params = {**params, 'modules_actor': actor}
     # The agent holds them too: its frozen terms (alpha in the policy loss) read its own state.
     agent = agent.replace(network=agent.network.replace(params=params))
-    dataset = toy_dataset(seed=5)
-    batch = gather(dataset, np.random.default_rng(5).integers(len(dataset['actions']), size=64))
+    batch = bootstrapping_batch(seed=5)
     rng = jax.random.PRNGKey(11)
 
     (loss, info), grads = jax.jit(
@@ -168,3 +167,9 @@ def test_rlpd_runs_online_through_main_with_balanced_sampling(tmp_path):
     assert 'training/actor/alpha' in header and 'training/critic/critic_loss' in header
     _, rows = read_csv_rows(run_dir / 'eval.csv')
     assert [r.split(',')[0] for r in rows] == ['1', '30', '60']
+
+
+def test_the_target_critic_follows_the_official_update():
+    agent = tiny_agent(SAC).agent
+    for seed in range(2):
+        agent = check_official_target_lag(agent, bootstrapping_batch(32, seed))
