@@ -86,10 +86,10 @@ def smoothed_actions(actions: jax.Array, rng: jax.Array, noise: float, noise_cli
 
 
 def is_full_update(step: jax.Array, actor_freq: int) -> jax.Array:
-    """Whether the update that follows ``step`` completed updates also trains the actor.
+    """Whether the next update, after ``step`` completed ones, also trains the actor and targets.
 
-    The official loop numbers updates from 1 and trains the actor on every ``actor_freq``-th:
-    update ``step + 1``.
+    The official loop numbers updates from 1 and makes every ``actor_freq``-th one full; the
+    next update is number ``step + 1``.
     """
     return (step + 1) % actor_freq == 0
 

@@ -8,6 +8,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from helpers import (
     OFFICIAL_SHARED_CONFIG,
     REPO,
@@ -16,11 +17,14 @@ from helpers import (
     bootstrapping_batch,
     check_official_layout_both_ways,
     check_official_target_lag,
+    create_agent,
     gaussian_log_prob,
     mlp_layout,
+    params_shapes,
     reference_critic,
     reference_gaussian,
     reference_mlp,
+    small_config,
     tiny_agent,
     toy_dataset,
     with_config,
@@ -68,7 +72,7 @@ def test_official_parameters_both_ways_and_the_mean_action_at_temperature_zero(t
     assert np.abs(np.asarray(warm) - np.clip(mean, -1, 1)).max() > 0.1
 
 
-def reference_losses(params, batch, config):
+def reference_losses(params, batch, rng, config):
     """IQL's losses from the equations (Kostrikov et al. 2022; DDPG+BC of the FQL codebase)."""
     sg = jax.lax.stop_gradient
     s, a = batch['observations'], batch['actions']
@@ -94,7 +98,10 @@ def reference_losses(params, batch, config):
         weights = jnp.minimum(jnp.exp(config['alpha'] * advantage), 100.0)
         actor_loss = -jnp.mean(weights * log_prob)
         extras = {'weights': weights, 'diff': diff}
-    else:  # DDPG+BC with the constant std: the Q term is taken at the mode.
+    else:  # DDPG+BC: Q at the mode (constant std) or at a sample of the actor's second key.
+        if not config['const_std']:
+            _, actor_rng = jax.random.split(rng)
+            mean = mean + jnp.exp(log_std) * jax.random.normal(actor_rng, mean.shape)
         q_pi = reference_critic(sg(params['modules_critic']), s, jnp.clip(mean, -1, 1)).min(0)
         actor_loss = -q_pi.mean() / sg(jnp.abs(q_pi).mean()) - config['alpha'] * log_prob.mean()
         extras = {'diff': diff}
@@ -109,7 +116,7 @@ def check_against_reference(agent, batch, rng):
         jax.value_and_grad(lambda p: agent.total_loss(batch, p, rng=rng), has_aux=True)
     )(params)
     (ref_loss, (ref_parts, extras)), ref_grads = jax.value_and_grad(
-        lambda p: reference_losses(p, batch, config), has_aux=True
+        lambda p: reference_losses(p, batch, rng, config), has_aux=True
     )(params)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     for name, value in ref_parts.items():
@@ -139,3 +146,13 @@ def test_the_target_critic_follows_the_official_update():
     agent = tiny_agent(IQL).agent
     for seed in range(2):
         agent = check_official_target_lag(agent, bootstrapping_batch(32, seed))
+
+
+@pytest.mark.slow
+def test_ddpgbc_with_a_learned_std_matches_the_equations():
+    config = small_config(agent_file(IQL).default_config(), actor_loss='ddpgbc', const_std=False)
+    agent = create_agent(IQL, config)
+    layout = official_layout()
+    layout['modules_actor/log_stds'] = (ACTION_DIM,)  # A learned vector, not a head.
+    assert params_shapes(agent.network.params) == layout
+    check_against_reference(agent, bootstrapping_batch(seed=3), jax.random.PRNGKey(7))
