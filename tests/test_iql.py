@@ -115,8 +115,8 @@ def check_against_reference(agent, batch, rng):
     (loss, info), grads = jax.jit(
         jax.value_and_grad(lambda p: agent.total_loss(batch, p, rng=rng), has_aux=True)
     )(params)
-    (ref_loss, (ref_parts, extras)), ref_grads = jax.value_and_grad(
-        lambda p: reference_losses(p, batch, rng, config), has_aux=True
+    (ref_loss, (ref_parts, extras)), ref_grads = jax.jit(
+        jax.value_and_grad(lambda p: reference_losses(p, batch, rng, config), has_aux=True)
     )(params)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     for name, value in ref_parts.items():

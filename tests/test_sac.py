@@ -116,7 +116,10 @@ def reference_losses(params, batch, rng, config):
     return total, {'critic': critic_loss, 'actor': actor_loss, 'alpha': alpha_loss}
 
 
-@pytest.mark.parametrize('backup_entropy', [False, True])
+# The entropy backup is off by default (and in RLPD): its variant compiles in the slow tier.
+@pytest.mark.parametrize(
+    'backup_entropy', [False, pytest.param(True, marks=pytest.mark.slow)], ids=['plain', 'backup']
+)
 def test_losses_and_gradients_match_the_equations(backup_entropy):
     agent = with_config(tiny_agent(SAC).agent, backup_entropy=backup_entropy)
     # alpha away from 1 and larger actor outputs, so every term of the objective matters.
