@@ -44,7 +44,7 @@ def expectile_loss(diff: jax.Array, expectile: float) -> jax.Array:
     """Elementwise expectile regression loss ``|expectile - 1(diff < 0)| * diff**2``.
 
     Fitting ``v`` to ``q`` with ``diff = q - v`` and ``expectile > 0.5`` weighs targets above the
-    estimate more, so ``v`` tracks an upper expectile of ``q`` (IQL, Kostrikov et al. 2022).
+    estimate more, so ``v`` tracks an upper expectile of ``q`` (Kostrikov et al. 2022).
     """
     weight = jnp.where(diff >= 0, expectile, 1 - expectile)
     return weight * diff**2
@@ -59,7 +59,7 @@ def expectile_value_loss(
         q: ``(N,)`` target-critic values of the dataset actions (min over the ensemble); no
             gradient flows into them.
         v: ``(N,)`` state values being fitted.
-        expectile: the expectile (0.5 is the mean; IQL uses 0.9).
+        expectile: the expectile (0.5 is the mean).
 
     Returns:
         The mean loss and the value diagnostics.
@@ -74,7 +74,7 @@ def value_td_loss(
     """Critic loss against ``r + discount * mask * V(s')``, summed over ensemble members.
 
     Each member's squared error is summed (not averaged) over the ensemble and averaged over the
-    batch, as in IQL; the diagnostics describe the target.
+    batch; the diagnostics describe the target.
 
     Args:
         q: ``(E, N)`` Q-values of the dataset actions.

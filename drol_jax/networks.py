@@ -162,7 +162,7 @@ def gaussian_std(distribution) -> jnp.ndarray:
 
 
 class LogParam(nn.Module):
-    """A positive scalar stored as its logarithm (``log_value``), e.g. SAC's entropy weight."""
+    """A positive scalar stored as its logarithm (``log_value``), e.g. an entropy weight."""
 
     init_value: float = 1.0
 
