@@ -3,6 +3,8 @@ the published equations (expectile weight, AWR's clipped exponent, DDPG+BC), mea
 temperature 0."""
 
 import os
+import re
+from pathlib import Path
 
 import chex
 import jax
@@ -54,6 +56,12 @@ def official_layout(hidden=TINY_HIDDEN):
         'modules_actor/mean_net/kernel': (hidden[-1], ACTION_DIM),
         'modules_actor/mean_net/bias': (ACTION_DIM,),
     }
+
+
+def test_the_library_names_none_of_the_panel_agents():
+    pattern = re.compile(r'\b(iql|rebrac|ifql|sac|rlpd)\b', re.IGNORECASE)
+    for file in Path(REPO, 'drol_jax').rglob('*.py'):
+        assert not pattern.search(file.read_text()), file
 
 
 def test_config_is_the_official_one():
