@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from helpers import (
     OFFICIAL_SHARED_CONFIG,
     REPO,
@@ -166,6 +167,9 @@ def official_loop(agent, dataset, key, num_updates, batch_size):
     return agent
 
 
+# The fast tier checks the rule through update() (test_the_targets_follow_...) and fused blocks
+# against the host loop (test_speed.py); this compiles the official full_update=... calls too.
+@pytest.mark.slow
 def test_fused_blocks_follow_the_official_actor_freq_rule():
     # The default config (actor_freq 2): the fused block is the one the speed test compiles.
     agent = tiny_agent(REBRAC).agent
