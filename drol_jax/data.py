@@ -32,9 +32,20 @@ def sample_indices(key: jax.Array, size: int, batch_size: int) -> jax.Array:
     return jax.random.randint(key, (batch_size,), 0, size)
 
 
-def gather(data, indices):
-    """Index every array of a dict (host numpy or device) with the same indices."""
-    return jax.tree_util.tree_map(lambda x: x[indices], data)
+def gather(data, indices, size: int | None = None):
+    """The transitions at ``indices`` of a dict of arrays (host numpy or device).
+
+    Every array is indexed, and the batch also carries ``next_actions``: the action at the next
+    index, clamped at the last of the first ``size`` rows (default: all). That is how the FQL
+    codebase's dataset provides it: without regard to episode ends. It is built by index, so no
+    second copy of the actions is kept, and agents that do not read it cost nothing in a
+    compiled update (the unused gather is removed).
+    """
+    batch = jax.tree_util.tree_map(lambda x: x[indices], data)
+    if 'actions' in data:
+        last = len(data['actions']) - 1 if size is None else size - 1
+        batch['next_actions'] = data['actions'][(indices + 1).clip(max=last)]
+    return batch
 
 
 def to_device(dataset: dict[str, np.ndarray]) -> Batch:
@@ -88,8 +99,8 @@ class ReplayBuffer:
         self.size = min(self.size + 1, self.capacity)
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> dict[str, np.ndarray]:
-        """Uniform batch from the filled part of the buffer."""
-        return gather(self.arrays, rng.integers(self.size, size=batch_size))
+        """Uniform batch from the filled part of the buffer (next actions within it)."""
+        return gather(self.arrays, rng.integers(self.size, size=batch_size), self.size)
 
     def state_dict(self) -> dict:
         """Everything needed to restore the buffer from a checkpoint."""

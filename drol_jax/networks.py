@@ -1,15 +1,19 @@
-"""Networks shared by the agents: MLP, conditioned policy heads, ensemble critic.
+"""Networks shared by the agents: MLP, policy heads, critics, a state value, a log-parameter.
 
 Parameter names follow the official DROL and FQL code, so checkpoints move both ways: a policy
-head keeps its layers under ``mlp/Dense_i`` and the critic under ``value_net/Dense_i`` and
-``value_net/LayerNorm_i`` with the ensemble on the leading axis of every array.
+head keeps its layers under ``mlp/Dense_i``, the critic under ``value_net/Dense_i`` and
+``value_net/LayerNorm_i`` with the ensemble on the leading axis of every array, the state value
+under ``value_net/...`` without that axis, and the Gaussian actor under ``actor_net/...``,
+``mean_net`` and ``log_std_net`` (or ``log_stds``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import distrax
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -19,21 +23,22 @@ def default_init(scale: float = 1.0):
 
 
 class MLP(nn.Module):
-    """Dense layers with GELU; optional LayerNorm after each hidden activation.
+    """Dense layers with GELU; optional LayerNorm after each activation.
 
     ``hidden_dims`` lists every layer's width including the output layer; the output layer has
-    no activation and no LayerNorm.
+    no activation and no LayerNorm unless ``activate_final`` (a trunk feeding other heads).
     """
 
     hidden_dims: Sequence[int]
     layer_norm: bool = False
+    activate_final: bool = False
 
     @nn.compact
     def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
         """Apply the network to the last axis of ``x``."""
         for i, width in enumerate(self.hidden_dims):
             x = nn.Dense(width, kernel_init=default_init())(x)
-            if i < len(self.hidden_dims) - 1:
+            if i < len(self.hidden_dims) - 1 or self.activate_final:
                 x = nn.gelu(x)
                 if self.layer_norm:
                     x = nn.LayerNorm()(x)
@@ -80,6 +85,113 @@ class EnsembleCritic(nn.Module):
         x = jnp.concatenate([observations, actions], axis=-1)
         value_net = ensemble((*self.hidden_dims, 1), layer_norm=self.layer_norm, name='value_net')
         return value_net(x)[..., 0]
+
+
+class StateValue(nn.Module):
+    """``V(s)``: one MLP on the observations, output shape ``observations.shape[:-1]``."""
+
+    hidden_dims: Sequence[int]
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, observations: jnp.ndarray) -> jnp.ndarray:
+        """State values, one per observation."""
+        value_net = MLP((*self.hidden_dims, 1), layer_norm=self.layer_norm, name='value_net')
+        return value_net(observations)[..., 0]
+
+
+class TanhSquashed(distrax.Transformed):
+    """A distribution pushed through ``tanh`` (per dimension), with the squashed mean as mode."""
+
+    def __init__(self, distribution: distrax.Distribution):
+        super().__init__(distribution, distrax.Block(distrax.Tanh(), ndims=1))
+
+    def mode(self) -> jnp.ndarray:
+        """``tanh`` of the underlying distribution's mode (the deterministic action)."""
+        return self.bijector.forward(self.distribution.mode())
+
+
+class GaussianActor(nn.Module):
+    """A diagonal Gaussian policy ``pi(a | s)``, optionally tanh-squashed into (-1, 1).
+
+    The log standard deviation is zero (``const_std``), a learned vector (``log_stds``), or a
+    second head on the trunk (``state_dependent_std``); it is clipped to
+    ``[log_std_min, log_std_max]``. ``temperature`` scales the standard deviation, so 0 makes
+    every sample the mean (the deterministic action evaluation uses). The mean head (and the
+    log-std head) start with a kernel init of scale ``final_fc_init_scale``.
+    """
+
+    hidden_dims: Sequence[int]
+    action_dim: int
+    layer_norm: bool = False
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+    tanh_squash: bool = False
+    state_dependent_std: bool = False
+    const_std: bool = True
+    final_fc_init_scale: float = 1e-2
+
+    @nn.compact
+    def __call__(self, observations: jnp.ndarray, temperature: float = 1.0):
+        """The action distribution at each observation (a ``distrax`` distribution)."""
+        features = MLP(
+            self.hidden_dims, layer_norm=self.layer_norm, activate_final=True, name='actor_net'
+        )(observations)
+        head_init = default_init(self.final_fc_init_scale)
+        means = nn.Dense(self.action_dim, kernel_init=head_init, name='mean_net')(features)
+        if self.state_dependent_std:
+            log_stds = nn.Dense(self.action_dim, kernel_init=head_init, name='log_std_net')(
+                features
+            )
+        elif self.const_std:
+            log_stds = jnp.zeros_like(means)
+        else:
+            log_stds = self.param('log_stds', nn.initializers.zeros, (self.action_dim,))
+        log_stds = jnp.clip(log_stds, self.log_std_min, self.log_std_max)
+        distribution = distrax.MultivariateNormalDiag(
+            loc=means, scale_diag=jnp.exp(log_stds) * temperature
+        )
+        return TanhSquashed(distribution) if self.tanh_squash else distribution
+
+
+def gaussian_std(distribution) -> jnp.ndarray:
+    """Standard deviations of a ``GaussianActor`` distribution (before any tanh squash)."""
+    if isinstance(distribution, TanhSquashed):
+        distribution = distribution.distribution
+    return distribution.stddev()
+
+
+class LogParam(nn.Module):
+    """A positive scalar stored as its logarithm (``log_value``), e.g. an entropy weight."""
+
+    init_value: float = 1.0
+
+    @nn.compact
+    def __call__(self) -> jnp.ndarray:
+        """The scalar, ``exp(log_value)``."""
+        # float32 explicitly: a weakly typed initial value would change type at the first update
+        # and make every jitted update compile twice.
+        log_value = self.param(
+            'log_value', lambda _: jnp.full((), jnp.log(self.init_value), jnp.float32)
+        )
+        return jnp.exp(log_value)
+
+
+def euler_flow_actions(
+    velocity: Callable[[jnp.ndarray, jnp.ndarray], jnp.ndarray], noises: jnp.ndarray, steps: int
+) -> jnp.ndarray:
+    """Integrate a flow from ``noises`` at t = 0 to t = 1 in ``steps`` Euler steps; clip to [-1, 1].
+
+    ``velocity(x_t, t)`` gets the current points and a time column of shape
+    ``(*noises.shape[:-1], 1)`` holding ``i / steps`` at step ``i``.
+    """
+
+    def euler_step(actions, i):
+        t = jnp.full((*noises.shape[:-1], 1), i / steps)
+        return actions + velocity(actions, t) / steps, None
+
+    actions, _ = jax.lax.scan(euler_step, noises, jnp.arange(steps))
+    return jnp.clip(actions, -1, 1)
 
 
 def aggregate_ensemble(q_values: jnp.ndarray, how: str) -> jnp.ndarray:

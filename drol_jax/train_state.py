@@ -93,3 +93,16 @@ def target_update(state: TrainState, module_name: str, tau: float) -> TrainState
     target = state.params[f'modules_target_{module_name}']
     averaged = jax.tree_util.tree_map(lambda o, t: tau * o + (1 - tau) * t, online, target)
     return state.replace(params={**state.params, f'modules_target_{module_name}': averaged})
+
+
+def lagged_target_update(
+    previous: TrainState, state: TrainState, module_name: str, tau: float
+) -> TrainState:
+    """``state`` with ``target_<module_name>`` averaged from ``previous``, the pre-step state.
+
+    ``target <- tau * online_before + (1 - tau) * target_before``: the official agents average
+    the online parameters from before the gradient step into the target, so the target lags the
+    online network by one more step than ``target_update`` on the new state does.
+    """
+    averaged = target_update(previous, module_name, tau).params[f'modules_target_{module_name}']
+    return state.replace(params={**state.params, f'modules_target_{module_name}': averaged})

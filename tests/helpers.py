@@ -4,15 +4,18 @@ import dataclasses
 import functools
 import json
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import chex
 import flax
 import jax
 import numpy as np
+import optax
 
 from drol_jax.agent_file import AgentFile, load_agent_file
 from drol_jax.data import to_device
@@ -260,3 +263,168 @@ def one_line_error(result) -> str:
     errors = [line for line in result.stderr.splitlines() if line.startswith('error: ')]
     assert len(errors) == 1, result.stderr[-2000:]
     return errors[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The official agents: their configs' shared entries, parameter layouts (paths and shapes) and
+# the networks those layouts define, written out.
+
+# The entries of get_config() that every agent of the official FQL codebase has, with one value.
+OFFICIAL_SHARED_CONFIG = dict(
+    lr=3e-4,
+    batch_size=256,
+    actor_hidden_dims=(512, 512, 512, 512),
+    value_hidden_dims=(512, 512, 512, 512),
+    layer_norm=True,
+    actor_layer_norm=False,
+    discount=0.99,
+    tau=0.005,
+)
+
+
+def mlp_layout(prefix, widths, layer_norm=False, activate_final=False, ensemble=None):
+    """``{path: shape}`` of an official MLP from its input width through each layer's width.
+
+    ``Dense_i`` per layer; ``LayerNorm_i`` after each activated layer (all but the last unless
+    ``activate_final``); an ensemble adds a leading axis to every array.
+    """
+    lead = () if ensemble is None else (ensemble,)
+    layout = {}
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+        layout[f'{prefix}/Dense_{i}/kernel'] = (*lead, fan_in, fan_out)
+        layout[f'{prefix}/Dense_{i}/bias'] = (*lead, fan_out)
+        activated = i < len(widths) - 2 or activate_final
+        if layer_norm and activated:
+            layout[f'{prefix}/LayerNorm_{i}/scale'] = (*lead, fan_out)
+            layout[f'{prefix}/LayerNorm_{i}/bias'] = (*lead, fan_out)
+    return layout
+
+
+def params_shapes(params) -> dict:
+    """``{path: shape}`` of a parameter tree, paths joined with '/'."""
+    flat = flax.traverse_util.flatten_dict(flax.core.unfreeze(params), sep='/')
+    return {path: tuple(np.shape(leaf)) for path, leaf in flat.items()}
+
+
+def official_state_dict(layout, lr=3e-4, seed=0, step=1):
+    """An official agent's ``to_state_dict`` for parameters of ``layout`` (random values).
+
+    The official agents hold ``rng`` and a ``network`` train state with ``step``, ``params`` and
+    the ``opt_state`` of ``optax.adam``.
+    """
+    rng = np.random.default_rng(seed)
+    flat = {
+        tuple(path.split('/')): rng.normal(scale=0.5, size=shape).astype(np.float32)
+        for path, shape in layout.items()
+    }
+    params = flax.traverse_util.unflatten_dict(flat)
+    opt_state = optax.adam(lr).init(params)
+    return {
+        'rng': np.asarray(jax.random.PRNGKey(seed + 100)),
+        'network': {
+            'step': np.int32(step),
+            'params': params,
+            'opt_state': flax.serialization.to_state_dict(opt_state),
+        },
+    }
+
+
+def reference_mlp(params, x, layer_norm=False, activate_final=False):
+    """The official MLP written out: Dense, then GELU and LayerNorm (eps 1e-6) where activated."""
+    num = sum(1 for name in params if name.startswith('Dense_'))
+    for i in range(num):
+        x = x @ params[f'Dense_{i}']['kernel'] + params[f'Dense_{i}']['bias']
+        if i < num - 1 or activate_final:
+            x = jax.nn.gelu(x, approximate=True)
+            if layer_norm:
+                mean = x.mean(-1, keepdims=True)
+                var = ((x - mean) ** 2).mean(-1, keepdims=True)
+                ln = params[f'LayerNorm_{i}']
+                x = (x - mean) / jax.numpy.sqrt(var + 1e-6) * ln['scale'] + ln['bias']
+    return x
+
+
+def reference_critic(params, observations, actions):
+    """The official ensemble ``Value`` on (s, a): ``(E, ...)`` Q-values, LayerNorm on."""
+    x = jax.numpy.concatenate([observations, actions], axis=-1)
+    return jax.vmap(lambda p: reference_mlp(p, x, layer_norm=True)[..., 0])(params['value_net'])
+
+
+def reference_gaussian(params, observations):
+    """Mean and log-std of the official Gaussian ``Actor`` (log-std clipped to [-5, 2]).
+
+    The log-std is a head (``log_std_net``), a learned vector (``log_stds``) or zero.
+    """
+    features = reference_mlp(params['actor_net'], observations, activate_final=True)
+    mean = features @ params['mean_net']['kernel'] + params['mean_net']['bias']
+    if 'log_std_net' in params:
+        log_std = features @ params['log_std_net']['kernel'] + params['log_std_net']['bias']
+    elif 'log_stds' in params:
+        log_std = jax.numpy.broadcast_to(params['log_stds'], mean.shape)
+    else:
+        log_std = jax.numpy.zeros_like(mean)
+    return mean, jax.numpy.clip(log_std, -5, 2)
+
+
+def gaussian_log_prob(x, mean, log_std):
+    """``log N(x; mean, diag(exp(log_std))^2)`` summed over the last axis."""
+    z = (x - mean) / jax.numpy.exp(log_std)
+    return jax.numpy.sum(-0.5 * z**2 - log_std - 0.5 * jax.numpy.log(2 * jax.numpy.pi), axis=-1)
+
+
+def check_official_layout_both_ways(path, layout, folder, step=3):
+    """Parameters move both ways between the tiny agent of ``path`` and the official layout.
+
+    Ours -> official: the agent's state dict is ``{'rng', 'network': {'step', 'params',
+    'opt_state'}}`` with exactly ``layout``'s parameters and Adam's state for them. Official ->
+    ours: a ``params_<step>.pkl`` of ``layout`` (random values) restores through
+    ``restore_agent``. Returns the restored agent and the official parameters.
+    """
+    from drol_jax.checkpoints import restore_agent
+
+    agent = tiny_agent(path).agent
+    official = official_state_dict(layout, lr=agent.config['lr'], step=step)
+    ours = flax.serialization.to_state_dict(agent)
+    assert set(ours) == {'rng', 'network'}
+    assert set(ours['network']) == {'step', 'params', 'opt_state'}
+    assert params_shapes(ours['network']['params']) == layout
+    assert jax.tree_util.tree_map(np.shape, ours['network']['opt_state']) == (
+        jax.tree_util.tree_map(np.shape, official['network']['opt_state'])
+    )
+    with open(os.path.join(str(folder), f'params_{step}.pkl'), 'wb') as f:
+        pickle.dump({'agent': official}, f)
+    restored = restore_agent(agent, str(folder), step)
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, restored.network.params, official['network']['params']
+    )
+    assert int(restored.network.step) == step
+    return restored, official['network']['params']
+
+
+def bootstrapping_batch(size=64, seed=0):
+    """A batch of random transitions (toy sizes), most of them bootstrapping (mask 1).
+
+    Every next-state term of a loss then counts; the toy task's transitions all end an episode.
+    """
+    from drol_jax.data import gather, random_transitions
+
+    dataset = random_transitions(4 * size, toy.OBS_DIM, 2, seed=seed)
+    return gather(dataset, np.random.default_rng(seed).integers(4 * size, size=size))
+
+
+def check_official_target_lag(agent, batch, targets=('critic',)):
+    """One update moves each target as the official agents do, and returns the new agent.
+
+    ``target <- tau * online + (1 - tau) * target`` with the online parameters from *before* the
+    gradient step (so a target equal to its online network stays put at the first update).
+    """
+    updated, _ = agent.update(batch)
+    tau, before, after = agent.config['tau'], agent.network.params, updated.network.params
+    for name in targets:
+        expected = jax.tree_util.tree_map(
+            lambda online, target: tau * online + (1 - tau) * target,
+            before[f'modules_{name}'],
+            before[f'modules_target_{name}'],
+        )
+        chex.assert_trees_all_close(after[f'modules_target_{name}'], expected, rtol=1e-6)
+    return updated

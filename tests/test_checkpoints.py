@@ -210,7 +210,12 @@ def both_outputs(agent):
     return our_outputs(agent), official_outputs(agent.config, agent.network.params)
 
 
-@pytest.mark.parametrize('path', AGENT_PATHS, ids=AGENT_IDS)
+# The agents whose official networks this file writes out; the other agents' layouts (Gaussian
+# actor, state value, log-parameter) are tested both ways in their own test files.
+WRITTEN_OUT = [p for p in AGENT_PATHS if os.path.basename(p)[:-3] in OFFICIAL_TREES]
+
+
+@pytest.mark.parametrize('path', WRITTEN_OUT, ids=[os.path.basename(p)[:-3] for p in WRITTEN_OUT])
 def test_official_params_pickle_restores_and_computes_the_same_function(path, tmp_path):
     source = tiny_agent(path).agent
     # Every network of the agent is one of the official ones, with the official structure.
