@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 import drol_jax.envs  # noqa: F401  (quiets the simulators' import warnings in every worker)
 from drol_jax.cli import ArgumentParser, reports_user_errors
-from drol_jax.errors import DatasetError, UserError
+from drol_jax.errors import DatasetError, Interrupted, UserError
 from drol_jax.files import write_atomic, write_json_atomic
 
 RECIPE = 'ogbench-manipspace-v0'  # Bump when a change to the recipe changes the generated data.
@@ -232,12 +232,8 @@ def _stack_records(records: dict[str, list]) -> dict[str, np.ndarray]:
     return out
 
 
-class GenerationInterrupted(DatasetError):
+class GenerationInterrupted(Interrupted, DatasetError):
     """SIGINT or SIGTERM stopped a generation; the finished episodes stay on disk."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 class _Stop(BaseException):

@@ -8,11 +8,10 @@ naming the flag and the valid range. Keys the config does not have are skipped.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from drol_jax.errors import ConfigError
+from drol_jax.errors import ConfigError, did_you_mean
 
 
 class Rule(NamedTuple):
@@ -85,10 +84,9 @@ def check_known(names: Iterable[str], known: Iterable[str]) -> None:
     for name in names:
         top = name.split('.')[0]
         if top not in known:
-            close = difflib.get_close_matches(top, known, n=2, cutoff=0.6)
-            hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
             raise ConfigError(
-                f'unknown agent hyperparameter {top!r} in --agent.{name}.{hint} '
+                f'unknown agent hyperparameter {top!r} in --agent.{name}.'
+                f'{did_you_mean(top, known)} '
                 f'Known: {", ".join(known)}.'
             )
 
