@@ -183,7 +183,8 @@ def start(run: Run) -> LoopState:
     dataset = run.bundle.train_dataset
     ex_obs, ex_act = dataset['observations'][:1], dataset['actions'][:1]
     agent_class, config = run.settings.agent.agent_class, run.settings.agent_config
-    agents = [agent_class.create(s, ex_obs, ex_act, config) for s in seeds]
+    # Each create() gets a mutable copy: official FQL agents add entries to their config there.
+    agents = [agent_class.create(s, ex_obs, ex_act, config.as_configdict()) for s in seeds]
     if cfg.restore_path:
         agents = [restore_agent(a, cfg.restore_path, cfg.restore_epoch) for a in agents]
     state = LoopState(0, stack_agents(agents), seeding.sampler_keys(list(seeds)))

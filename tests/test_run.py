@@ -248,11 +248,17 @@ def test_restore_path_loads_parameters_from_ours_and_official_pickles(path, plai
 # ---------------------------------------------------------------------------------------------
 # The run's record: inputs never change, --resume guards what the run was (issue 14.3).
 
-# The third-party agent with a published setting for the toy task and a configurable network.
+# The third-party agent with a published setting for the toy task, a configurable network, and
+# a create() that adds to its config as the official FQL agents do.
 PRESET_AGENT = (
     THIRD_PARTY_AGENT.replace(
         'lr=1e-3, batch_size=32)', 'lr=1e-3, batch_size=32, hidden_dims=(32,))'
-    ).replace('ConditionedPolicy((32,),', "ConditionedPolicy(config['hidden_dims'],")
+    )
+    .replace('ConditionedPolicy((32,),', "ConditionedPolicy(config['hidden_dims'],")
+    .replace(
+        '        return cls(rng, network,',
+        "        config['action_dim'] = ex_actions.shape[-1]\n        return cls(rng, network,",
+    )
     + "\nPUBLISHED_SETTINGS = {'paper': {'toy-multimodal': {'lr': 0.01}}}\n"
 )
 
@@ -282,6 +288,7 @@ def test_the_run_reads_its_settings_and_changes_no_input(preset_agent, tmp_path)
     assert config.to_dict() == before and settings.agent_config.to_dict() == frozen
     flags, _ = records(run_dir(tmp_path, agent='plainbc'))
     assert flags['agent']['lr'] == 0.01 and flags['preset_values'] == {'lr': 0.01}
+    assert "config['action_dim']" in PRESET_AGENT and 'action_dim' not in flags['agent']
 
 
 def test_resume_refuses_changed_settings_unless_asked_and_records_each_resume(
@@ -330,6 +337,18 @@ def test_resume_refuses_changed_settings_unless_asked_and_records_each_resume(
     }
     assert resumes[1]['changes'] == {'offline_steps': {'recorded': 4, 'now': 6}}
     assert resumes[1]['settings']['agent']['lr'] == 0.02 and resumes[1]['settings']['seed'] == 0
+
+
+@pytest.mark.slow
+def test_resume_with_other_network_sizes_says_the_checkpoint_does_not_fit(preset_agent, tmp_path):
+    cfg = toy_run_config(tmp_path, offline_steps=2, eval_interval=0, save_interval=2)
+    run(cfg, preset_agent)
+    other = dataclasses.replace(cfg, offline_steps=4, resume=True, allow_changes=True)
+    with pytest.raises(UserError) as info:
+        run(other, preset_agent, hidden_dims=(16,))
+    message = str(info.value)
+    assert message.startswith('--resume: checkpoint ') and 'checkpoint_2.msgpack' in message
+    assert 'is readable but does not fit this run' in message and 'shape' in message
 
 
 def test_a_readable_checkpoint_that_does_not_fit_is_not_called_unreadable(plain_bc, tmp_path):
@@ -569,7 +588,7 @@ run(cfg, drol(), tiny_drol())
 
 
 @pytest.mark.slow
-def test_online_finetuning_runs(tmp_path):
+def test_online_finetuning_runs(tmp_path, monkeypatch):
     cfg = toy_run_config(
         tmp_path,
         offline_steps=10,
@@ -579,8 +598,14 @@ def test_online_finetuning_runs(tmp_path):
         save_interval=30,
         buffer_size=100,
     )
+    stacked = []
+    stack = train.stack_agents
+    monkeypatch.setattr(train, 'stack_agents', lambda agents: stacked.append(1) or stack(agents))
     summary = run(cfg, drol(), tiny_drol())[0]
     assert summary['complete'] and summary['step'] == 30
+    # Stacked at the start, at the online boundaries (steps 15, 20, 30) and at the end; not per
+    # environment step (issue 15.3).
+    assert len(stacked) == 5
     restored = checkpoints.load(
         checkpoints.checkpoint_path(run_dir(tmp_path), 30),
         {'agents': None, 'sampler_keys': None, 'step': 0, 'replay': None},
@@ -653,3 +678,18 @@ def test_resume_of_a_drol_run_after_a_corrupt_checkpoint_matches_the_uninterrupt
     assert rows(os.path.join(run_dir(parts), 'train.csv')) == rows(
         os.path.join(run_dir(whole), 'train.csv')
     )
+
+
+@pytest.mark.slow
+def test_videos_without_rendering_are_one_warning_line(capfd):
+    """The render probe's failure (a traceback, GL messages) stays in its child (issue 14.6)."""
+    import functools
+
+    from drol_jax.envs import toy
+    from drol_jax.evaluation import Evaluator
+
+    evaluator = Evaluator(functools.partial(toy.ToyEnv, 'toy-multimodal'), 1, 1, None, 1)
+    assert not evaluator.can_render() and not evaluator.can_render()  # Probed once.
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('warning: video rendering does not work here ('), err
+    assert 'NotImplementedError' in err[0] and 'Continuing without videos.' in err[0]
