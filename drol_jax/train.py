@@ -1,13 +1,14 @@
 """The training run, as functions over a frozen loop state (in the spirit of purejaxrl's ``train``).
 
-``run(settings)`` takes resolved, checked ``Settings`` (``drol_jax.settings``) and only reads them::
+``run(settings)`` takes resolved, checked ``Settings`` (``drol_jax.settings``) and only reads
+them; with the run's fixed parts (``ctx``: data, folders, evaluator, progress) it loops::
 
-    state = start(run)                                   # agents, keys, step, replay
-    block = compile_block(run, state)
+    state = start(ctx)                                   # agents, keys, step, replay
+    block = compile_block(ctx, state)
     while state.step < offline_steps and not stopped:
-        state, infos = train_block(run, block, state, next_boundary(state.step, ...))
-        state = after_block(run, state, infos)           # log, evaluate, save: when due
-    state = online_phase(run, state, stop)               # FQL's per-step fine-tuning, if asked
+        state, infos = train_block(ctx, block, state, next_boundary(state.step, ...))
+        state = after_block(ctx, state, infos)           # log, evaluate, save: when due
+    state = online_phase(ctx, state, stop)               # FQL's per-step fine-tuning, if asked
 
 Offline updates run in blocks fused into one compiled call (``drol_jax.updates``) on
 device-resident data; blocks end exactly at the log, evaluation and checkpoint steps, so those
@@ -71,7 +72,7 @@ class LoopState:
 
 
 @dataclasses.dataclass(frozen=True)
-class Run:
+class RunContext:
     """The parts of a run that stay put while the loop state moves."""
 
     settings: Settings
@@ -143,7 +144,7 @@ def run(settings: Settings) -> list[dict]:
         cfg.progress,
     )
     progress = Progress(settings.total_steps, cfg.offline_steps, cfg.progress)
-    context = Run(settings, bundle, folders, evaluator, progress, seed_mesh(cfg.num_seeds))
+    context = RunContext(settings, bundle, folders, evaluator, progress, seed_mesh(cfg.num_seeds))
     with evaluator:
         state = start(context)
         record = {**settings.record(), 'dataset': bundle.provenance}
@@ -159,17 +160,17 @@ def run(settings: Settings) -> list[dict]:
     return summaries
 
 
-def train(run: Run, state: LoopState, stop: StopFlag) -> LoopState:
+def train(ctx: RunContext, state: LoopState, stop: StopFlag) -> LoopState:
     """The loop: offline blocks until done or signalled, then online fine-tuning if asked."""
-    if state.step < run.cfg.offline_steps:
-        block = compile_block(run, state)
-        state = open_progress(run, state)
-        while state.step < run.cfg.offline_steps and stop.signal_name is None:
-            end = next_boundary(state.step, run.cfg.offline_steps, run.cfg)
-            state, infos = train_block(run, block, state, end)
-            state = after_block(run, state, infos)
-    if run.cfg.online_steps and stop.signal_name is None:
-        state = online_phase(run, state, stop)
+    if state.step < ctx.cfg.offline_steps:
+        block = compile_block(ctx, state)
+        state = open_progress(ctx, state)
+        while state.step < ctx.cfg.offline_steps and stop.signal_name is None:
+            end = next_boundary(state.step, ctx.cfg.offline_steps, ctx.cfg)
+            state, infos = train_block(ctx, block, state, end)
+            state = after_block(ctx, state, infos)
+    if ctx.cfg.online_steps and stop.signal_name is None:
+        state = online_phase(ctx, state, stop)
     return state
 
 
@@ -177,66 +178,66 @@ def train(run: Run, state: LoopState, stop: StopFlag) -> LoopState:
 # Start: fresh agents, or the latest checkpoint.
 
 
-def start(run: Run) -> LoopState:
+def start(ctx: RunContext) -> LoopState:
     """Fresh agents (one per seed, stacked) or, with ``--resume``, the latest checkpoint."""
-    cfg, seeds = run.cfg, run.settings.seeds
-    dataset = run.bundle.train_dataset
+    cfg, seeds = ctx.cfg, ctx.settings.seeds
+    dataset = ctx.bundle.train_dataset
     ex_obs, ex_act = dataset['observations'][:1], dataset['actions'][:1]
-    agent_class, config = run.settings.agent.agent_class, run.settings.agent_config
+    agent_class, config = ctx.settings.agent.agent_class, ctx.settings.agent_config
     # Each create() gets a mutable copy: official FQL agents add entries to their config there.
     agents = [agent_class.create(s, ex_obs, ex_act, config.as_configdict()) for s in seeds]
     if cfg.restore_path:
         agents = [restore_agent(a, cfg.restore_path, cfg.restore_epoch) for a in agents]
     state = LoopState(0, stack_agents(agents), seeding.sampler_keys(list(seeds)))
     if cfg.resume:
-        candidates = run.folders.resume_candidates()
+        candidates = ctx.folders.resume_candidates()
         target = {'agents': state.agents, 'sampler_keys': state.keys, 'step': 0}
-        replay = make_replay_buffer(run) if candidates[0] > cfg.offline_steps else None
+        replay = make_replay_buffer(ctx) if candidates[0] > cfg.offline_steps else None
         if replay is not None:
             target['replay'] = replay.state_dict()
-        step, restored = run.folders.load_latest(candidates, target)
+        step, restored = ctx.folders.load_latest(candidates, target)
         if replay is not None:
             replay.load_state_dict(restored['replay'])
         state = LoopState(step, restored['agents'], restored['sampler_keys'], replay)
-        print(f'Resuming {run.folders.folders[0].run_dir} from step {step}.', flush=True)
-    agents, keys = shard_over_seeds(pad_seeds((state.agents, state.keys), run.num_slots), run.mesh)
+        print(f'Resuming {ctx.folders.folders[0].run_dir} from step {step}.', flush=True)
+    agents, keys = shard_over_seeds(pad_seeds((state.agents, state.keys), ctx.num_slots), ctx.mesh)
     return dataclasses.replace(state, agents=agents, keys=keys)
 
 
-def make_replay_buffer(run: Run) -> ReplayBuffer:
+def make_replay_buffer(ctx: RunContext) -> ReplayBuffer:
     """FQL's fine-tuning buffer: empty (balanced sampling) or seeded with the dataset."""
-    dataset = run.bundle.train_dataset
-    if run.cfg.balanced_sampling:
-        return ReplayBuffer({k: dataset[k][0] for k in DATASET_KEYS}, run.cfg.buffer_size)
-    return ReplayBuffer.from_dataset(dataset, run.cfg.buffer_size)
+    dataset = ctx.bundle.train_dataset
+    if ctx.cfg.balanced_sampling:
+        return ReplayBuffer({k: dataset[k][0] for k in DATASET_KEYS}, ctx.cfg.buffer_size)
+    return ReplayBuffer.from_dataset(dataset, ctx.cfg.buffer_size)
 
 
 # ---------------------------------------------------------------------------------------------
 # Offline blocks.
 
 
-def compile_block(run: Run, state: LoopState) -> Callable:
+def compile_block(ctx: RunContext, state: LoopState) -> Callable:
     """The compiled update block with the data on the devices: ``(agents, keys, n) -> result``.
 
     Compiled before the progress bar opens, so the bar's clock is the training's.
     """
-    data = replicate(to_device(run.bundle.train_dataset), run.mesh)
+    data = replicate(to_device(ctx.bundle.train_dataset), ctx.mesh)
     began = time.time()
-    lowered = make_train_block(run.batch_size).lower(state.agents, state.keys, data, 1)
+    lowered = make_train_block(ctx.batch_size).lower(state.agents, state.keys, data, 1)
     compiled = lowered.compile()
     print(f'Compiled the update block in {time.time() - began:.1f} s.', flush=True)
     return lambda agents, keys, num_updates: compiled(agents, keys, data, num_updates)
 
 
-def open_progress(run: Run, state: LoopState) -> LoopState:
+def open_progress(ctx: RunContext, state: LoopState) -> LoopState:
     """Open the progress bar (once) and start the clock of the updates/s column."""
-    if run.progress.bar is not None:
+    if ctx.progress.bar is not None:
         return state
-    run.progress.open(state.step)
+    ctx.progress.open(state.step)
     return dataclasses.replace(state, last_log=(time.time(), state.step))
 
 
-def train_block(run: Run, block: Callable, state: LoopState, end: int):
+def train_block(ctx: RunContext, block: Callable, state: LoopState, end: int):
     """The updates up to ``end``: ``(state, last metrics)``; ``NonFiniteLossError`` on NaN/inf.
 
     The block is timed whole (its metrics are read back, so it has finished) for the expected
@@ -246,25 +247,25 @@ def train_block(run: Run, block: Callable, state: LoopState, end: int):
     result = block(state.agents, state.keys, end - state.step)
     infos = jax.tree_util.tree_map(np.asarray, result.last_info)
     seconds = time.time() - began
-    seeds = run.settings.seeds
+    seeds = ctx.settings.seeds
     bad = first_nonfinite({k: np.asarray(v)[: len(seeds)] for k, v in result.first_bad.items()})
     if bad is not None:
         name, seed_index, offset = bad
         raise NonFiniteLossError(
             f'non-finite training/{name} at step {state.step + offset + 1} (seed '
-            f'{seeds[seed_index]}); stopped, {_last_checkpoint(run, seed_index)}.'
+            f'{seeds[seed_index]}); stopped, {_last_checkpoint(ctx, seed_index)}.'
         )
     updates, total_seconds = state.timed
     timed = (updates + end - state.step, total_seconds + seconds)
-    run.progress.timed(*timed, step=end)
+    ctx.progress.timed(*timed, step=end)
     return dataclasses.replace(
         state, step=end, agents=result.agents, keys=result.keys, timed=timed
     ), infos
 
 
-def _last_checkpoint(run: Run, seed_index: int) -> str:
+def _last_checkpoint(ctx: RunContext, seed_index: int) -> str:
     """Where the last good checkpoint of a seed is, in words."""
-    run_dir = run.folders.folders[seed_index].run_dir
+    run_dir = ctx.folders.folders[seed_index].run_dir
     saved = saved_steps(run_dir)
     kept = f'last good checkpoint: step {saved[-1]}' if saved else 'no checkpoint yet'
     return f'{kept} in {run_dir}'
@@ -274,81 +275,81 @@ def _last_checkpoint(run: Run, seed_index: int) -> str:
 # What happens at the boundaries.
 
 
-def _log_due(run: Run, step: int) -> bool:
-    return step % run.cfg.log_interval == 0 or step == run.cfg.offline_steps
+def _log_due(ctx: RunContext, step: int) -> bool:
+    return step % ctx.cfg.log_interval == 0 or step == ctx.cfg.offline_steps
 
 
-def _eval_due(run: Run, step: int) -> bool:
-    interval = run.cfg.eval_interval
-    return bool(interval and run.cfg.eval_episodes and (step == 1 or step % interval == 0))
+def _eval_due(ctx: RunContext, step: int) -> bool:
+    interval = ctx.cfg.eval_interval
+    return bool(interval and ctx.cfg.eval_episodes and (step == 1 or step % interval == 0))
 
 
-def _save_due(run: Run, step: int) -> bool:
-    interval = run.cfg.save_interval
-    return bool(interval and step % interval == 0) or step == run.settings.total_steps
+def _save_due(ctx: RunContext, step: int) -> bool:
+    interval = ctx.cfg.save_interval
+    return bool(interval and step % interval == 0) or step == ctx.settings.total_steps
 
 
-def after_block(run: Run, state: LoopState, infos: dict[str, np.ndarray]) -> LoopState:
+def after_block(ctx: RunContext, state: LoopState, infos: dict[str, np.ndarray]) -> LoopState:
     """Log, evaluate and checkpoint whatever is due at ``state.step``."""
-    run.progress.advance(state.step)
-    if _log_due(run, state.step):
-        state = log(run, state, infos)
-    if _eval_due(run, state.step):
-        state = evaluate(run, state)
-    if _save_due(run, state.step):
-        state = save(run, state)
+    ctx.progress.advance(state.step)
+    if _log_due(ctx, state.step):
+        state = log(ctx, state, infos)
+    if _eval_due(ctx, state.step):
+        state = evaluate(ctx, state)
+    if _save_due(ctx, state.step):
+        state = save(ctx, state)
     return state
 
 
-def log(run: Run, state: LoopState, infos: dict[str, np.ndarray]) -> LoopState:
+def log(ctx: RunContext, state: LoopState, infos: dict[str, np.ndarray]) -> LoopState:
     """Log the last update's metrics (as FQL does) plus validation losses and speed."""
     now = time.time()
     last_time, last_step = state.last_log
     speed = (state.step - last_step) / max(now - last_time, 1e-9)
-    for index, folder in enumerate(run.folders.folders):
+    for index, folder in enumerate(ctx.folders.folders):
         row = {f'training/{k}': float(v[index]) for k, v in infos.items()}
-        row |= _validation_row(run, state, index)
-        row['time/updates_per_second'] = speed * len(run.folders.folders)
+        row |= _validation_row(ctx, state, index)
+        row['time/updates_per_second'] = speed * len(ctx.folders.folders)
         folder.record_train(row, state.step)
     shown = {
         name.split('/')[-1]: f'{float(infos[name][0]):.3g}'
-        for name in run.settings.agent.progress_metrics
+        for name in ctx.settings.agent.progress_metrics
         if name in infos
     }
-    run.progress.advance(state.step, shown)
+    ctx.progress.advance(state.step, shown)
     return dataclasses.replace(state, last_log=(now, state.step))
 
 
-def _validation_row(run: Run, state: LoopState, index: int) -> dict[str, float]:
+def _validation_row(ctx: RunContext, state: LoopState, index: int) -> dict[str, float]:
     """FQL's ``validation/...`` losses on a batch of the validation split (if any)."""
-    val = run.bundle.val_dataset
+    val = ctx.bundle.val_dataset
     if val is None:
         return {}
     agent = unstack_agent(state.agents, index)
-    key = jax.random.fold_in(jax.random.PRNGKey(run.settings.seeds[index]), state.step)
-    idx = np.asarray(sample_indices(key, len(val['observations']), run.batch_size))
+    key = jax.random.fold_in(jax.random.PRNGKey(ctx.settings.seeds[index]), state.step)
+    idx = np.asarray(sample_indices(key, len(val['observations']), ctx.batch_size))
     _, info = agent.total_loss(gather(val, idx), grad_params=agent.network.params)
     return {f'validation/{k}': float(v) for k, v in info.items()}
 
 
-def evaluate(run: Run, state: LoopState) -> LoopState:
+def evaluate(ctx: RunContext, state: LoopState) -> LoopState:
     """Evaluate every seed's policy; one printed line per seed."""
-    for index, folder in enumerate(run.folders.folders):
+    for index, folder in enumerate(ctx.folders.folders):
         agent = unstack_agent(state.agents, index)
-        row = run.evaluator.evaluate(agent, folder.seed, state.step, folder.run_dir)
+        row = ctx.evaluator.evaluate(agent, folder.seed, state.step, folder.run_dir)
         folder.record_eval(row, state.step)
-        run.progress.write(f'step {state.step} seed {folder.seed}: {describe_eval(row)}')
+        ctx.progress.write(f'step {state.step} seed {folder.seed}: {describe_eval(row)}')
     return state
 
 
-def save(run: Run, state: LoopState) -> LoopState:
+def save(ctx: RunContext, state: LoopState) -> LoopState:
     """Checkpoint every seed's folder; only real seeds are saved (not the padding slots)."""
-    real = len(run.settings.seeds)
+    real = len(ctx.settings.seeds)
     agents, keys = jax.tree_util.tree_map(lambda x: x[:real], (state.agents, state.keys))
     checkpoint = {'agents': agents, 'sampler_keys': keys, 'step': state.step}
     if state.replay is not None:
         checkpoint['replay'] = state.replay.state_dict()
-    run.folders.save(state.step, checkpoint)
+    ctx.folders.save(state.step, checkpoint)
     return state
 
 
@@ -356,22 +357,22 @@ def save(run: Run, state: LoopState) -> LoopState:
 # Online fine-tuning.
 
 
-def online_phase(run: Run, state: LoopState, stop: StopFlag) -> LoopState:
+def online_phase(ctx: RunContext, state: LoopState, stop: StopFlag) -> LoopState:
     """FQL's offline-to-online loop: act, store, update once per environment step.
 
     The one seed's agent stays unstacked between boundaries; the state is rebuilt only where a
     log, evaluation or checkpoint is due.
     """
-    state = open_progress(run, state)
+    state = open_progress(ctx, state)
     agent = unstack_agent(state.agents, 0)
-    replay = state.replay or make_replay_buffer(run)
-    dataset, seed = run.bundle.train_dataset, run.settings.seeds[0]
-    half = run.batch_size // 2
+    replay = state.replay or make_replay_buffer(ctx)
+    dataset, seed = ctx.bundle.train_dataset, ctx.settings.seeds[0]
+    half = ctx.batch_size // 2
     host_rng = seeding.online_host_rng(seed, state.step)
-    env, step = run.bundle.make_env(), state.step
+    env, step = ctx.bundle.make_env(), state.step
     try:
         observation, _ = env.reset(seed=seed + step)
-        while step < run.settings.total_steps and stop.signal_name is None:
+        while step < ctx.settings.total_steps and stop.signal_name is None:
             step += 1
             key = seeding.online_action_key(seed, step)
             # FQL acts with temperature 1 while fine-tuning (and evaluates with 0).
@@ -381,7 +382,7 @@ def online_phase(run: Run, state: LoopState, stop: StopFlag) -> LoopState:
                 {
                     'observations': observation,
                     'actions': action,
-                    'rewards': reward + run.bundle.online_reward_shift,
+                    'rewards': reward + ctx.bundle.online_reward_shift,
                     'masks': 1.0 - float(terminated),
                     'terminals': float(terminated or truncated),
                     'next_observations': next_observation,
@@ -390,22 +391,22 @@ def online_phase(run: Run, state: LoopState, stop: StopFlag) -> LoopState:
             observation = next_observation
             if terminated or truncated:
                 observation, _ = env.reset()
-            if run.cfg.balanced_sampling:
+            if ctx.cfg.balanced_sampling:
                 size = len(dataset['observations'])
                 from_data = gather(dataset, host_rng.integers(size, size=half))
-                from_replay = replay.sample(host_rng, run.batch_size - half)
+                from_replay = replay.sample(host_rng, ctx.batch_size - half)
                 batch = {k: np.concatenate([from_data[k], from_replay[k]]) for k in DATASET_KEYS}
             else:
-                batch = replay.sample(host_rng, run.batch_size)
+                batch = replay.sample(host_rng, ctx.batch_size)
             agent, info = agent.update(batch)
-            if _log_due(run, step) or _eval_due(run, step) or _save_due(run, step):
+            if _log_due(ctx, step) or _eval_due(ctx, step) or _save_due(ctx, step):
                 state = dataclasses.replace(
                     state, step=step, agents=stack_agents([agent]), replay=replay
                 )
                 infos = {k: np.asarray(v).reshape(1) for k, v in info.items()}
-                state = after_block(run, state, infos)
+                state = after_block(ctx, state, infos)
             else:
-                run.progress.advance(step)
+                ctx.progress.advance(step)
     finally:
         env.close()
     return dataclasses.replace(state, step=step, agents=stack_agents([agent]), replay=replay)
@@ -416,23 +417,23 @@ def online_phase(run: Run, state: LoopState, stop: StopFlag) -> LoopState:
 
 
 def finish(
-    run: Run, state: LoopState, signal_name: str | None, wall: float, start_step: int
+    ctx: RunContext, state: LoopState, signal_name: str | None, wall: float, start_step: int
 ) -> list[dict]:
     """Write ``summary.json`` per seed and print the closing lines."""
-    seed_updates = (state.step - start_step) * len(run.settings.seeds)
-    summaries = run.folders.write_summaries(
+    seed_updates = (state.step - start_step) * len(ctx.settings.seeds)
+    summaries = ctx.folders.write_summaries(
         {
-            'env_name': run.bundle.env_name,
-            'agent_name': run.settings.agent_name,
+            'env_name': ctx.bundle.env_name,
+            'agent_name': ctx.settings.agent_name,
             'step': state.step,
-            'complete': state.step >= run.settings.total_steps,
+            'complete': state.step >= ctx.settings.total_steps,
             'preempted_by': signal_name,
             'wall_time_s': wall,
             'updates_per_second': seed_updates / max(wall, 1e-9),
-            'dataset': run.bundle.provenance,
+            'dataset': ctx.bundle.provenance,
         }
     )
-    run_dirs = [folder.run_dir for folder in run.folders.folders]
+    run_dirs = [folder.run_dir for folder in ctx.folders.folders]
     for line in closing_lines(summaries, run_dirs, signal_name, wall):
         print(line, flush=True)
     return summaries

@@ -238,7 +238,7 @@ def test_restore_path_loads_parameters_from_ours_and_official_pickles(path, plai
         )
         folders = RunFolders(cfg.save_dir, cfg.run_group, 'toy-multimodal', name, [0])
         settings = resolve(cfg, agent, config=config)
-        state = train.start(train.Run(settings, bundle, folders, None, None, seed_mesh(1)))
+        state = train.start(train.RunContext(settings, bundle, folders, None, None, seed_mesh(1)))
         restored = jax.tree_util.tree_map(lambda x: x[0], state.agents)
         jax.tree_util.tree_map(
             np.testing.assert_array_equal, restored.network.params, trained.network.params
