@@ -278,6 +278,7 @@ def preset_agent(tmp_path_factory):
     return agent_file(write_agent_file(tmp_path_factory.mktemp('preset'), 'pbc.py', PRESET_AGENT))
 
 
+@pytest.mark.slow
 def test_the_run_reads_its_settings_and_changes_no_input(preset_agent, tmp_path):
     config = preset_agent.default_config()
     before = config.to_dict()
@@ -291,6 +292,38 @@ def test_the_run_reads_its_settings_and_changes_no_input(preset_agent, tmp_path)
     assert "config['action_dim']" in PRESET_AGENT and 'action_dim' not in flags['agent']
 
 
+def test_resume_names_every_refused_difference_before_any_data_is_loaded(tmp_path, monkeypatch):
+    """The record of a run (no training needed) against changed settings (issue 14.3)."""
+    monkeypatch.setattr(train.registry, 'load', None)  # Loading would fail the test.
+    cfg = toy_run_config(tmp_path, offline_steps=2)
+    recorded = resolve(cfg, drol(), {'bc_coef': 10.0})
+    folders = RunFolders(cfg.save_dir, cfg.run_group, 'toy-multimodal', 'drol', [0])
+    folders.check_writable()
+    folder = folders.folders[0].run_dir
+    with open(os.path.join(folder, 'flags.json'), 'w') as f:
+        json.dump({**recorded.record(), 'seed': 0}, f)
+    open(checkpoints.checkpoint_path(folder, 2), 'wb').close()
+    resumed = dataclasses.replace(cfg, resume=True, offline_steps=4, buffer_size=10)
+    changed = resolve(resumed, drol(), {'bc_coef': 7, 'actor_hidden_dims': (32,)})
+    with pytest.raises(ConfigError) as info:
+        folders.check_resume(changed)
+    assert str(info.value) == (
+        f'--resume: 3 setting(s) differ from the record in {folder}/flags.json: '
+        '--buffer_size 2000000 -> 10, --agent.actor_hidden_dims [512, 512, 512, 512] -> [32], '
+        '--agent.bc_coef 10.0 -> 7.0. Resume with the recorded values, or add --allow_changes '
+        'to continue with these (the change is recorded in resumes.json).'
+    )
+    allowed = resolve(dataclasses.replace(resumed, allow_changes=True), drol(), {'bc_coef': 7})
+    assert folders.check_resume(allowed) == {
+        0: {
+            'buffer_size': (2000000, 10),
+            'agent.bc_coef': (10.0, 7.0),
+            'offline_steps': (2, 4),  # Longer: no permission needed, but recorded.
+        }
+    }
+
+
+@pytest.mark.slow
 def test_resume_refuses_changed_settings_unless_asked_and_records_each_resume(
     preset_agent, tmp_path, monkeypatch
 ):
