@@ -145,18 +145,18 @@ def run(settings: Settings) -> list[dict]:
     )
     progress = Progress(settings.total_steps, cfg.offline_steps, cfg.progress)
     context = RunContext(settings, bundle, folders, evaluator, progress, seed_mesh(cfg.num_seeds))
-    with evaluator:
-        state = start(context)
-        record = {**settings.record(), 'dataset': bundle.provenance}
-        folders.open_logs(state.step, record, _wandb_options(cfg), changes)
-        started, start_step = time.time(), state.step
-        with StopFlag() as stop:
-            state = train(context, state, stop)
-            if stop.signal_name is not None:
-                save(context, state)
-            progress.close()
-            summaries = finish(context, state, stop.signal_name, time.time() - started, start_step)
-    folders.close()
+    state = start(context)
+    record = {**settings.record(), 'dataset': bundle.provenance}
+    folders.open_logs(state.step, record, _wandb_options(cfg), changes)
+    started, start_step = time.time(), state.step
+    # From here to the end a signal stops the loop cleanly (the evaluator closes inside it).
+    with StopFlag() as stop, evaluator:
+        state = train(context, state, stop)
+        if stop.signal_name is not None:
+            save(context, state)
+        progress.close()
+        summaries = finish(context, state, stop.signal_name, time.time() - started, start_step)
+        folders.close()
     return summaries
 
 
