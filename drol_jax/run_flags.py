@@ -162,7 +162,6 @@ RUN_FLAGS: tuple[Flag, ...] = (
     Flag('wandb_project', str, 'drol_jax', 'wandb project.'),
     Flag('progress', bool, True, 'Show progress bars.', data=True),
 )
-FLAGS_BY_NAME = {flag.name: flag for flag in RUN_FLAGS}
 
 
 def _fields(flags: Iterable[Flag]) -> list[tuple[str, type, dataclasses.Field]]:
