@@ -3,7 +3,8 @@
 An agent file may define ``HYPERPARAMETER_CHECKS``: a dict from a hyperparameter's name to a
 rule built here, e.g. ``{'num_candidates': integer_at_least(1)}``. Before any data is loaded
 the run applies those rules to the agent config; a value that breaks one is a one-line error
-naming the flag and the valid range. Keys the config does not have are skipped.
+naming the flag and the valid range. Keys the config does not have are skipped. The run flags'
+rules (``drol_jax.run_flags``) are built from the same builders.
 """
 
 from __future__ import annotations
