@@ -1,5 +1,8 @@
 """Evaluation speed on cube-single: sequential vs vectorized (env copies in worker processes).
 
+It also holds the start-workers-per-call form of vectorized evaluation, which only this
+benchmark and the tests (tests/test_speed.py) use.
+
 The policy is a fixed random linear map, jitted and keyed by (episode, env step) like the
 training loop's policy, so its cost per call is small and both paths play identical episodes.
 
@@ -16,6 +19,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -56,6 +60,45 @@ def make_policy(obs_dim: int, action_dim: int) -> evaluation.Policy:
     return lambda o, e, t: np.asarray(actions(jnp.asarray(o, jnp.float32), e, t))
 
 
+def run_episodes_vectorized(
+    make_env: Callable[[], object],
+    policy: evaluation.Policy,
+    num_episodes: int,
+    base_seed: int,
+    num_envs: int,
+    progress: bool = True,
+) -> list[dict[str, float]]:
+    """Per-episode statistics from fresh workers (``evaluation.EnvWorkers.run_episodes``).
+
+    Starting workers per call is what the "workers started per call" rows time; the training
+    run keeps one ``EnvWorkers`` for all its evaluations.
+    """
+    if num_episodes <= 0:
+        return []
+    with evaluation.EnvWorkers(make_env, min(num_envs, num_episodes)) as workers:
+        return workers.run_episodes(policy, num_episodes, base_seed, progress)
+
+
+def evaluate_vectorized(
+    make_env: Callable[[], object],
+    policy: evaluation.Policy,
+    num_episodes: int,
+    base_seed: int,
+    num_envs: int,
+    normalize_score: Callable[[float], float] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """``evaluation.evaluate_sequential``'s statistics from ``num_envs`` env copies in workers.
+
+    Equal to the sequential result for a policy keyed by (episode, step): episodes are
+    summarised in episode order, so even the float sums match.
+    """
+    episodes = run_episodes_vectorized(
+        make_env, policy, num_episodes, base_seed, num_envs, progress
+    )
+    return evaluation.summarize(episodes, normalize_score)
+
+
 def main(argv=None) -> None:
     """Time both evaluation paths and print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -77,7 +120,7 @@ def main(argv=None) -> None:
     evaluation.run_episode(env, policy, 0, 0)  # Compile the policy for batch 1.
 
     def vectorized(num_envs):
-        return lambda: evaluation.evaluate_vectorized(
+        return lambda: evaluate_vectorized(
             make_env, policy, episodes, 0, num_envs=num_envs, progress=False
         )
 

@@ -56,6 +56,11 @@ def import_module(path: str) -> ModuleType:
         raise AgentFileError(f'--agent file {path!r} does not exist.')
     module_name = f'_agent_file_{os.path.splitext(os.path.basename(path))[0]}'
     spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None:  # Python imports only .py files (and compiled modules) by path.
+        raise AgentFileError(
+            f'--agent file {path!r} is not a Python file: an agent file is a .py file that '
+            'defines get_config() and an agent class.'
+        )
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module  # dataclasses and pickling look the module up by name.
     try:

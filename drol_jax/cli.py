@@ -3,7 +3,7 @@
 ``main.py``, ``python -m drol_jax.sweep``, ``drol_jax.plot``, ``drol_jax.presets``,
 ``drol_jax.checkpoints`` and the others report a ``UserError`` (and a bad argument) the same
 way: one line on stderr that starts with ``error:``, and exit status 2. Anything else is a bug
-and keeps its traceback.
+and keeps its traceback. Warnings are one ``warning:`` line each (``print_warning``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import functools
 import sys
 from collections.abc import Callable
 from typing import NoReturn, ParamSpec
+
+from tqdm.auto import tqdm
 
 from drol_jax.errors import UserError
 
@@ -24,6 +26,12 @@ def print_error(message: object) -> None:
     """Write ``error: <first line of message>`` to stderr."""
     lines = str(message).strip().splitlines() or ['unknown error']
     print(f'error: {lines[0]}', file=sys.stderr, flush=True)
+
+
+def print_warning(message: object) -> None:
+    """Write ``warning: <first line of message>`` to stderr (above any progress bar)."""
+    lines = str(message).strip().splitlines() or ['unknown warning']
+    tqdm.write(f'warning: {lines[0]}', file=sys.stderr)
 
 
 def fail(message: object) -> NoReturn:

@@ -1,10 +1,14 @@
-"""Policy evaluation: episodes on a separate env, FQL's metric names, optional videos."""
+"""Policy evaluation: episodes on a separate env, FQL's metric names, optional videos.
+
+One env in-process (``evaluate_sequential``) or env copies in worker processes stepped in
+lockstep (``EnvWorkers``, ``--eval_num_envs``), with the same statistics either way.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import warnings
+import sys
 from collections.abc import Callable
 
 import jax
@@ -13,12 +17,23 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from drol_jax import seeding
+from drol_jax.cli import print_warning
 from drol_jax.seeding import episode_seed
 
 # policy(observations (B, obs_dim), episode_ids (B,), step_ids (B,)) -> actions (B, action_dim).
 # Keying the policy's randomness by (episode, step) makes results independent of how episodes
 # are spread over env copies.
 Policy = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _episode_bar(total: int, progress: bool):
+    """The evaluation's progress bar, nested under the training bar: terminals only.
+
+    Written to a file (a redirected log), a nested bar leaves cursor-movement fragments.
+    """
+    return tqdm(
+        total=total, desc='evaluation', leave=False, disable=not (progress and sys.stderr.isatty())
+    )
 
 
 def run_episode(env, policy: Policy, episode: int, base_seed: int, render_every: int = 0):
@@ -62,59 +77,66 @@ def evaluate_sequential(
     progress: bool = True,
 ) -> dict[str, float]:
     """Run ``num_episodes`` episodes one after another on one env."""
-    episodes = [
-        run_episode(env, policy, e, base_seed)[0]
-        for e in tqdm(range(num_episodes), desc='evaluation', leave=False, disable=not progress)
-    ]
+    episodes = []
+    with _episode_bar(num_episodes, progress) as bar:
+        for episode in range(num_episodes):
+            episodes.append(run_episode(env, policy, episode, base_seed)[0])
+            bar.update(1)
     return summarize(episodes, normalize_score)
 
 
-def _render_probe(make_env) -> None:
-    """Child-process body: render one frame; exit non-zero if it is not an image."""
-    env = make_env()
-    env.reset(seed=0)
-    frame = np.asarray(env.render())
-    if frame.ndim != 3:
-        raise SystemExit(f'render() returned an array of shape {frame.shape}, not an image')
+def _render_probe(make_env, connection) -> None:
+    """Child-process body: render one frame; send back None, or why it failed, in one line.
+
+    The child's stderr goes to /dev/null: a failing GL backend prints pages of its own.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        env = make_env()
+        env.reset(seed=0)
+        frame = np.asarray(env.render())
+        reason = None if frame.ndim == 3 else f'render() returned shape {frame.shape}'
+    except BaseException as e:  # noqa: BLE001 - any failure means "cannot render here".
+        reason = f'{type(e).__name__}: {e}'.splitlines()[0] if str(e) else type(e).__name__
+    connection.send(reason)
 
 
-def rendering_works(make_env) -> bool:
-    """Whether the env can render, tried in a spawned child process.
+def render_problem(make_env) -> str | None:
+    """Why the env cannot render (one line), or None if it can; tried in a spawned process.
 
     A missing display or GL library can abort the whole process (GLFW without X, a broken EGL),
     which no exception handler catches, so the first render is tried where a crash is harmless.
     """
     import multiprocessing
 
-    probe = multiprocessing.get_context('spawn').Process(target=_render_probe, args=(make_env,))
+    context = multiprocessing.get_context('spawn')
+    parent, child = context.Pipe(duplex=False)
+    probe = context.Process(target=_render_probe, args=(make_env, child))
     probe.start()
-    probe.join(timeout=120)
+    child.close()
+    reason = 'the render probe crashed'
+    if parent.poll(120):
+        with contextlib.suppress(EOFError):
+            reason = parent.recv()
+    else:
+        reason = 'the render probe did not answer within 120 s'
+    probe.join(timeout=10)
     if probe.is_alive():
         probe.kill()
-        return False
-    return probe.exitcode == 0
+    return reason
 
 
 def record_videos(env, policy: Policy, num_episodes: int, base_seed: int, frame_skip: int):
     """Rendered frames of ``num_episodes`` extra episodes.
 
-    The caller checks ``rendering_works`` first; rendering needs a GL backend on headless
+    The caller checks ``render_problem`` first; rendering needs a GL backend on headless
     machines (``MUJOCO_GL=egl`` or ``osmesa``).
     """
     # Video episodes use ids after the evaluation ones so they never repeat them.
     return [
         run_episode(env, policy, 10**6 + e, base_seed, frame_skip)[1] for e in range(num_episodes)
     ]
-
-
-def default_num_envs() -> int:
-    """Env copies for vectorized evaluation when none is given: eight per core.
-
-    Workers are one per core; several copies per worker amortise the parent's per-round work
-    (on 2 cores: 1 copy per core 1.04x sequential, 24 per core 1.67x; bench/RESULTS.md), at
-    the price of start-up time per copy.
-    """
-    return 8 * (os.cpu_count() or 1)
 
 
 def _env_worker(connection, make_env, num_envs: int) -> None:
@@ -262,7 +284,7 @@ class EnvWorkers:
             for index, episode in seeds.items():
                 slots[index] = [episode, 0, 0.0, observations[index]]
 
-        with tqdm(total=num_episodes, desc='evaluation', leave=False, disable=not progress) as bar:
+        with _episode_bar(num_episodes, progress) as bar:
             start(list(range(self.num_envs)))
             while len(results) < num_episodes:
                 live = [i for i, slot in enumerate(slots) if slot is not None]
@@ -314,52 +336,16 @@ class EnvWorkers:
         self.connections, self.processes = [], []
 
 
-def run_episodes_vectorized(
-    make_env: Callable[[], object],
-    policy: Policy,
-    num_episodes: int,
-    base_seed: int,
-    num_envs: int | None = None,
-    progress: bool = True,
-) -> list[dict[str, float]]:
-    """Per-episode statistics from fresh ``EnvWorkers`` (see ``EnvWorkers.run_episodes``)."""
-    if num_episodes <= 0:
-        return []
-    num_envs = min(num_envs or default_num_envs(), num_episodes)
-    with EnvWorkers(make_env, num_envs) as workers:
-        return workers.run_episodes(policy, num_episodes, base_seed, progress)
-
-
-def evaluate_vectorized(
-    make_env: Callable[[], object],
-    policy: Policy,
-    num_episodes: int,
-    base_seed: int,
-    num_envs: int | None = None,
-    normalize_score: Callable[[float], float] | None = None,
-    progress: bool = True,
-) -> dict[str, float]:
-    """``evaluate_sequential``'s statistics from ``num_envs`` env copies in worker processes.
-
-    ``num_envs`` defaults to ``default_num_envs()`` (eight per core, in one worker process per
-    core in any case). The result equals ``evaluate_sequential(make_env(), policy, num_episodes,
-    base_seed, ...)`` for a policy keyed by (episode, step): episodes are summarised in episode
-    order, so even the float sums match. To reuse workers across evaluations, keep an
-    ``EnvWorkers`` and call ``summarize(workers.run_episodes(...), normalize_score)``.
-    """
-    episodes = run_episodes_vectorized(
-        make_env, policy, num_episodes, base_seed, num_envs, progress
-    )
-    return summarize(episodes, normalize_score)
-
-
 @jax.jit
 def _policy_actions(agent, base_key, observations, episodes, env_steps):
     """Actions for a batch of observations, each keyed by its (episode, env step)."""
     keys = jax.vmap(lambda e, t: jax.random.fold_in(jax.random.fold_in(base_key, e), t))(
         episodes, env_steps
     )
-    return jax.vmap(lambda o, k: agent.sample_actions(o, seed=k))(observations, keys)
+    # Temperature 0, as FQL's evaluation: the Gaussian agents act with their mean.
+    return jax.vmap(lambda o, k: agent.sample_actions(o, seed=k, temperature=0.0))(
+        observations, keys
+    )
 
 
 def make_policy(agent, seed: int, step: int) -> Policy:
@@ -440,11 +426,11 @@ class Evaluator:
     def can_render(self) -> bool:
         """Whether videos can be recorded; checked once, with a warning if not."""
         if self.render_ok is None:
-            self.render_ok = rendering_works(self.make_env)
-            if not self.render_ok:
-                warnings.warn(
-                    'video rendering does not work here (no display or GL backend); set '
-                    'MUJOCO_GL=egl or MUJOCO_GL=osmesa. Continuing without videos.',
-                    stacklevel=2,
+            problem = render_problem(self.make_env)
+            self.render_ok = problem is None
+            if problem is not None:
+                print_warning(
+                    f'video rendering does not work here ({problem}); for MuJoCo tasks set '
+                    'MUJOCO_GL=egl or MUJOCO_GL=osmesa. Continuing without videos.'
                 )
         return self.render_ok

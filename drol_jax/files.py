@@ -29,6 +29,11 @@ def write_json_atomic(path: str, payload: Any) -> str:
     )
 
 
+def json_ready(payload: Any) -> Any:
+    """``payload`` as it reads back from JSON: tuples become lists, numpy scalars numbers."""
+    return json.loads(json.dumps(payload, default=_json_default))
+
+
 def _json_default(value: Any) -> Any:
     """JSON fallback: numpy scalars and arrays through ``.item()``/``.tolist()``, else ``str``."""
     if hasattr(value, 'ndim') and getattr(value, 'ndim', 0) > 0:

@@ -3,16 +3,16 @@
 An agent file may define ``HYPERPARAMETER_CHECKS``: a dict from a hyperparameter's name to a
 rule built here, e.g. ``{'num_candidates': integer_at_least(1)}``. Before any data is loaded
 the run applies those rules to the agent config; a value that breaks one is a one-line error
-naming the flag and the valid range. Keys the config does not have are skipped.
+naming the flag and the valid range. Keys the config does not have are skipped. The run flags'
+rules (``drol_jax.run_flags``) are built from the same builders.
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from drol_jax.errors import ConfigError
+from drol_jax.errors import ConfigError, did_you_mean
 
 
 class Rule(NamedTuple):
@@ -85,10 +85,9 @@ def check_known(names: Iterable[str], known: Iterable[str]) -> None:
     for name in names:
         top = name.split('.')[0]
         if top not in known:
-            close = difflib.get_close_matches(top, known, n=2, cutoff=0.6)
-            hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
             raise ConfigError(
-                f'unknown agent hyperparameter {top!r} in --agent.{name}.{hint} '
+                f'unknown agent hyperparameter {top!r} in --agent.{name}.'
+                f'{did_you_mean(top, known)} '
                 f'Known: {", ".join(known)}.'
             )
 

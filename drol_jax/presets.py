@@ -24,8 +24,7 @@ from drol_jax.agent_file import AgentFile, load_agent_file
 from drol_jax.cli import reports_user_errors
 from drol_jax.envs import registry
 from drol_jax.errors import AgentFileError, UserError
-
-PRESETS = ('paper', 'paper-tuned', 'none')
+from drol_jax.run_flags import PRESETS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,7 +37,8 @@ class AppliedPreset:
         values: the hyperparameters the preset sets (empty when none applies).
         label: the display name of this setting in tables ('DROL(16)', 'DROL*', 'FQL', or the
             agent name when no preset applies).
-        note: one line for the run's output saying what was applied, or why nothing was.
+        note: one line saying what was applied, or why nothing was.
+        pattern: the table entry that matched ``task_family`` (None when none applies).
     """
 
     name: str
@@ -46,6 +46,7 @@ class AppliedPreset:
     values: dict[str, Any]
     label: str
     note: str
+    pattern: str | None = None
 
 
 def find_settings(
@@ -61,7 +62,7 @@ def find_settings(
 
 
 def settings_for(agent: AgentFile, agent_name: str, task_family: str, preset: str) -> AppliedPreset:
-    """Look up ``preset`` for ``task_family`` in the agent file's ``PUBLISHED_SETTINGS``."""
+    """Look up ``preset`` (one of ``PRESETS``) for ``task_family`` in ``PUBLISHED_SETTINGS``."""
     if preset not in PRESETS:
         raise AgentFileError(f'--preset must be one of {", ".join(PRESETS)}, got {preset!r}.')
     if preset == 'none':
@@ -81,14 +82,7 @@ def settings_for(agent: AgentFile, agent_name: str, task_family: str, preset: st
     label = agent.preset_labels.get(preset, f'{agent_name} ({preset})')
     shown = ', '.join(f'{k}={v}' for k, v in values.items())
     note = f'preset {preset} for {task_family} ({pattern}): {shown}.'
-    return AppliedPreset(preset, task_family, values, label, note)
-
-
-def preset_for(agent_path: str, env_name: str, preset: str) -> AppliedPreset:
-    """The preset values of an agent file for an environment name (what a run would apply)."""
-    agent = load_agent_file(agent_path)
-    task_family = registry.resolve(env_name).task_family
-    return settings_for(agent, agent.default_config()['agent_name'], task_family, preset)
+    return AppliedPreset(preset, task_family, values, label, note, pattern)
 
 
 def apply_preset(config, applied: AppliedPreset, explicit: Mapping[str, Any]):

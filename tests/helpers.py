@@ -20,7 +20,7 @@ import optax
 from drol_jax.agent_file import AgentFile, load_agent_file
 from drol_jax.data import to_device
 from drol_jax.envs import toy
-from drol_jax.train import RunConfig
+from drol_jax.run_flags import RunConfig
 from drol_jax.updates import make_train_block, stack_agents, unstack_agent
 
 REPO = str(Path(__file__).resolve().parent.parent)

@@ -12,6 +12,7 @@ from drol_jax.data import random_transitions
 from drol_jax.envs import registry, toy
 from drol_jax.envs.base import DataOptions, EnvBundle
 from drol_jax.errors import ConfigError, DatasetError
+from drol_jax.run_flags import RunConfig, check_run_config, from_absl
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,15 +56,22 @@ def test_registry_rejects_data_that_does_not_fit_the_env():
 @pytest.mark.parametrize(
     'field, value, message',
     [
-        ('generate_seed', -1, '--dataset_seed must be >= 0, got -1.'),
+        ('dataset_seed', -1, '--dataset_seed must be >= 0, got -1.'),
         ('generate_episodes', 0, '--generate_episodes must be >= 1, got 0.'),
         ('generate_workers', -2, '--generate_workers must be >= 1, got -2.'),
     ],
 )
-def test_data_options_reject_impossible_values(field, value, message):
+def test_data_flags_reject_impossible_values(field, value, message):
     with pytest.raises(ConfigError) as info:
-        DataOptions(**{field: value})
+        check_run_config(RunConfig(**{field: value}))
     assert str(info.value) == message
+
+
+def test_the_toy_tasks_refuse_a_dataset_path():
+    resolved = registry.resolve('toy-multimodal')
+    with pytest.raises(ConfigError, match='--dataset_path=/d.npz does not apply to the toy tasks'):
+        registry.check_options(resolved, DataOptions(dataset_path='/d.npz'))
+    registry.check_options(resolved, DataOptions())
 
 
 @pytest.fixture
@@ -74,7 +82,7 @@ def main_flags():
     def parse(*args):
         main.FLAGS.unparse_flags()
         main.FLAGS(['main.py', f'--agent={REPO}/agents/drol.py', *args])
-        return main.run_config_from_flags()
+        return from_absl(main.FLAGS)[0]
 
     yield parse
     main.FLAGS.unparse_flags()
@@ -84,11 +92,9 @@ def test_run_seed_does_not_choose_the_dataset(main_flags):
     first, second = main_flags('--seed=0'), main_flags('--seed=1')
     # Same DataOptions, hence the same regenerated dataset and cache folder for every seed.
     assert (first.seed, second.seed) == (0, 1) and first.data == second.data
-    assert first.data.generate_seed == 0
-    assert main_flags('--seed=1', '--dataset_seed=3').data.generate_seed == 3
+    assert first.data.dataset_seed == 0
+    assert main_flags('--seed=1', '--dataset_seed=3').data.dataset_seed == 3
     assert main_flags('--progress=false').data.progress is False
-    with pytest.raises(ConfigError, match='--dataset_seed must be >= 0'):
-        main_flags('--dataset_seed=-1')
 
 
 @pytest.mark.slow

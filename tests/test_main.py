@@ -4,10 +4,13 @@ Each ``python main.py`` costs 1-2 s of imports, so the fast tier keeps only the 
 only main.py's flag parsing can produce (the others are checked in-process in test_run.py).
 """
 
+import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from helpers import (
@@ -92,6 +95,9 @@ NO_BATCH_SIZE_AGENT = THIRD_PARTY_AGENT.replace(
         (['--save_dir={tmp}/a_file'], 'is a file, not a folder'),
         (['--save_dir={tmp}/a_file/below'], 'is not a writable folder'),
         (['--agent={tmp}/no_batch.py'], "the agent config has no 'batch_size' entry"),
+        # Issue 14.6: a file that is not Python, and a data flag the toy task cannot honour.
+        (['--agent=README.md'], "--agent file 'README.md' is not a Python file"),
+        (['--dataset_path={tmp}/data.npz'], 'does not apply to the toy tasks'),
     ],
 )
 def test_bad_input_is_one_clear_line(args, expected, tmp_path):
@@ -140,3 +146,85 @@ def test_agent_file_without_interface(tmp_path):
     )
     line = one_line_error(run_main(f'--agent={bad}', '--env_name=toy-multimodal', timeout=120))
     assert 'create, update, total_loss, sample_actions' in line
+
+
+def test_a_stop_during_dataset_generation_exits_128_plus_the_signal(monkeypatch, capsys):
+    """A signal that stopped the start-up (here: data regeneration) is no error (issue 14.5)."""
+    import main
+    from drol_jax.errors import Interrupted
+
+    def stopped(settings):
+        raise Interrupted('SIGTERM stopped the generation of cube-single-play-v0: 3 of 9 kept.', 15)
+
+    monkeypatch.setattr(main.train, 'run', stopped)
+    main.FLAGS.unparse_flags()
+    main.FLAGS(['main.py', f'--agent={REPO}/agents/drol.py', '--env_name=toy-multimodal'])
+    try:
+        assert main.train_from_flags() == 143
+    finally:
+        main.FLAGS.unparse_flags()
+    err = capsys.readouterr().err.splitlines()
+    assert err == ['Stopped: SIGTERM stopped the generation of cube-single-play-v0: 3 of 9 kept.']
+
+
+# An agent whose create() never returns: the run is held in its start-up, before training.
+STUCK_AGENT = THIRD_PARTY_AGENT.replace(
+    '    def create(cls, seed, ex_observations, ex_actions, config):\n',
+    '    def create(cls, seed, ex_observations, ex_actions, config):\n'
+    '        import os, time\n'
+    "        open(os.environ['CREATING'], 'w').close()\n"
+    '        while True:\n'
+    '            time.sleep(0.05)\n',
+)
+
+
+def catches_sigterm(pid):
+    """Whether the process has a handler for SIGTERM (Linux: the SigCgt mask in /proc)."""
+    with open(f'/proc/{pid}/status') as f:
+        caught = next(line for line in f if line.startswith('SigCgt:')).split()[1]
+    return bool(int(caught, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.slow
+def test_a_signal_during_start_up_is_one_line_and_128_plus_signum(tmp_path):
+    """Before training there is nothing to save: one line, exit 143/130, no traceback (14.5).
+
+    Three runs at once: SIGTERM during the imports (as soon as the handler is in place), and
+    SIGTERM and SIGINT while the agent is being created.
+    """
+    assert "os.environ['CREATING']" in STUCK_AGENT  # The agent really blocks in create().
+    path = write_agent_file(tmp_path, 'stuck.py', STUCK_AGENT)
+    cases = [(signal.SIGTERM, 'imports'), (signal.SIGTERM, 'creation'), (signal.SIGINT, 'creation')]
+    processes = []
+    for index, (signum, moment) in enumerate(cases):
+        marker = tmp_path / f'creating{index}'
+        env = {**os.environ, 'JAX_PLATFORMS': 'cpu', 'PYTHONPATH': REPO, 'CREATING': str(marker)}
+        args = [f'--agent={path}', '--env_name=toy-multimodal', f'--save_dir={tmp_path}/{index}']
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(REPO, 'main.py'), '--progress=false', *args],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        ready = (
+            functools.partial(catches_sigterm, process.pid)
+            if moment == 'imports'
+            else marker.exists
+        )
+        processes.append((signum, ready, process))
+    for signum, ready, process in processes:
+        deadline = time.time() + 240
+        while not ready():
+            assert process.poll() is None and time.time() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signum)
+    for signum, _, process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 128 + signum, (process.returncode, err[-2000:])
+        assert err.strip().splitlines() == [
+            f'Stopped by {signal.Signals(signum).name} before training started (nothing to '
+            'save); run the same command again to start.'
+        ], err[-2000:]
+        assert 'Traceback' not in out + err

@@ -23,6 +23,8 @@ from helpers import (
 from drol_jax import presets
 from drol_jax.envs import registry
 from drol_jax.errors import AgentFileError
+from drol_jax.run_flags import RunConfig
+from drol_jax.settings import resolve
 
 DROL = os.path.join(REPO, 'agents', 'drol.py')
 FQL = os.path.join(REPO, 'agents', 'fql.py')
@@ -37,9 +39,8 @@ def applied(path, env_name, preset='paper'):
 
 def resolved_config(path, env_name, preset='paper', **explicit):
     """The agent config a run would train with: defaults, then the preset, then the flags."""
-    config = agent_file(path).default_config()
-    config.update(explicit)
-    return presets.apply_preset(config, applied(path, env_name, preset), explicit)
+    run = RunConfig(env_name=env_name, preset=preset)
+    return resolve(run, agent_file(path), explicit).agent_config
 
 
 def test_drol_cube_single_gets_the_published_bc_coef():
@@ -165,9 +166,11 @@ def test_cube_single_runs_record_their_preset_in_flags(cube_single):
     assert flags['agent_overrides'] == {} and flags['run_label'] == 'DROL(16)'
     assert 'Settings: preset paper for cube-single-play' in out
 
-    flags, _ = cube_single('drol', '--agent.bc_coef=3')
+    flags, out = cube_single('drol', '--agent.bc_coef=3')
     assert flags['agent']['bc_coef'] == 3.0 and flags['agent_overrides'] == {'bc_coef': 3.0}
     assert flags['run_label'] == 'DROL(16) bc_coef=3.0'
+    # The line shows what the run uses, and where each value came from (issue 14.4).
+    assert 'bc_coef=3.0 (explicit; preset 10.0), num_candidates=16 (preset).' in out
 
     flags, out = cube_single('drol', '--preset=none')
     assert flags['preset'] == 'none' and flags['preset_values'] == {}

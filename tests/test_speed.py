@@ -18,6 +18,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from bench import eval_speed
 from drol_jax import evaluation
 from drol_jax.envs import toy
 
@@ -125,9 +126,9 @@ def test_vectorized_matches_sequential_with_varying_lengths(policy):
     make_env = VaryingLengthEnv
     expected = sequential_episodes(make_env, policy, 9, base_seed=3)
     assert len({e['episode.length'] for e in expected}) > 1  # Lengths really vary.
-    got = evaluation.run_episodes_vectorized(make_env, policy, 9, 3, num_envs=3, progress=False)
+    got = eval_speed.run_episodes_vectorized(make_env, policy, 9, 3, num_envs=3, progress=False)
     assert got == expected
-    summary = evaluation.evaluate_vectorized(make_env, policy, 9, 3, num_envs=2, progress=False)
+    summary = eval_speed.evaluate_vectorized(make_env, policy, 9, 3, num_envs=2, progress=False)
     assert summary == evaluation.summarize(expected)
 
 
@@ -137,7 +138,7 @@ def test_vectorized_matches_sequential_on_toy_env():
     sequential = evaluation.evaluate_sequential(
         make_env(), keyed_stochastic_policy, 6, 0, progress=False
     )
-    vectorized = evaluation.evaluate_vectorized(
+    vectorized = eval_speed.evaluate_vectorized(
         make_env, keyed_stochastic_policy, 6, 0, num_envs=2, progress=False
     )
     assert vectorized == sequential
@@ -161,7 +162,7 @@ def test_vectorized_matches_sequential_on_cube_single():
     )
     started = time.perf_counter()
     expected = sequential_episodes(make_env, cube_policy, 3, base_seed=1)
-    got = evaluation.run_episodes_vectorized(
+    got = eval_speed.run_episodes_vectorized(
         make_env, cube_policy, 3, 1, num_envs=2, progress=False
     )
     assert got == expected
@@ -179,7 +180,7 @@ def test_persistent_workers_are_reusable():
 @pytest.mark.slow
 def test_worker_failure_raises_and_closes():
     with pytest.raises(RuntimeError, match='failed'):
-        evaluation.evaluate_vectorized(
+        eval_speed.evaluate_vectorized(
             functools.partial(toy.ToyEnv, 'no-such-task'),
             deterministic_policy,
             2,

@@ -312,8 +312,9 @@ def csv_steps(path):
 
 @pytest.mark.slow
 def test_local_launch_is_idempotent_resumes_and_retries_failed_jobs(tmp_path, capsys):
-    # Two jobs x 2 seeds; discount 1.5 is refused by the agent's hyperparameter checks.
-    path = toy_sweep(tmp_path, grid={'agent.discount': [0.99, 1.5]})
+    # Two jobs x 2 seeds; lr 1e9 passes every check (the dry run refuses what a run would
+    # refuse) and fails in training, with a non-finite loss.
+    path = toy_sweep(tmp_path, grid={'agent.lr': [3e-4, 1e9]})
     sweep = spec.load_sweep(path)
     good, bad = spec.expand(sweep, str(tmp_path))
     sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
@@ -332,7 +333,7 @@ def test_local_launch_is_idempotent_resumes_and_retries_failed_jobs(tmp_path, ca
     assert len(discarded) == 1
     state = json.loads(Path(job_dir(sweep_dir, bad), STATE_FILE).read_text())
     assert state['state'] == 'failed' and state['error'].startswith('error: ')
-    assert 'discount' in state['error']
+    assert 'non-finite' in state['error']
 
     assert cli.main(launch) == 0
     assert 'jobs: 0 to launch, 1 done (skipped), 1 failed (skipped' in capsys.readouterr().out

@@ -1,7 +1,8 @@
 """The two questions every environment family answers: how to make its envs, how to load its data.
 
 A family turns a user-typed name into a canonical name (``resolve``) and a canonical name into an
-``EnvBundle`` (``load``). Everything downstream (training loop, evaluation, analysis) only sees
+``EnvBundle`` (``load``), reading the data flags (``DataOptions``, declared with every run flag in
+``drol_jax.run_flags``). Everything downstream (training loop, evaluation, analysis) only sees
 bundles, so no code outside ``drol_jax/envs`` needs to know which family a task belongs to.
 """
 
@@ -14,38 +15,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from drol_jax.errors import ConfigError, DatasetError
+from drol_jax.errors import DatasetError
+from drol_jax.run_flags import DataOptions
 
 # Keys every dataset dict carries, in FQL's batch format.
 DATASET_KEYS = ('observations', 'actions', 'rewards', 'masks', 'terminals', 'next_observations')
 # Dataset actions are clipped strictly inside [-1, 1], as FQL does, so that a tanh policy's
 # log-likelihood of them stays finite.
 ACTION_CLIP = 1.0 - 1e-5
-
-
-@dataclasses.dataclass
-class DataOptions:
-    """Where to look for (or put) a dataset; filled from main.py flags."""
-
-    dataset_dir: str = '~/.ogbench/data'  # The OGBench download cache, reused if present.
-    dataset_path: str | None = None  # An explicit file overrides every other source.
-    generated_dir: str = '~/.drol_jax/generated'  # Locally regenerated data; never the cache.
-    generate_episodes: int | None = None  # None: the published size.
-    generate_seed: int = 0  # The dataset's own seed; every run seed trains on the same data.
-    generate_workers: int | None = None  # None: every core.
-    download: bool = True  # Try the dataset server before regenerating.
-    download_timeout_s: float = 20.0
-    progress: bool = True  # Show the regeneration progress bar.
-
-    def __post_init__(self):
-        for flag, value in (
-            ('dataset_seed', self.generate_seed),
-            ('generate_episodes', self.generate_episodes),
-            ('generate_workers', self.generate_workers),
-        ):
-            lowest = 0 if flag == 'dataset_seed' else 1
-            if value is not None and value < lowest:
-                raise ConfigError(f'--{flag} must be >= {lowest}, got {value}.')
 
 
 @dataclasses.dataclass
@@ -93,6 +70,9 @@ class EnvFamily(Protocol):
 
     def load(self, env_name: str, options: DataOptions) -> EnvBundle:
         """Make the envs and load the dataset of a canonical name; raise ``DatasetError``."""
+
+    # Optional: ``check_options(options)`` raises ``ConfigError`` for a data option the family
+    # cannot honour (the toy tasks and ``--dataset_path``), before anything is loaded.
 
 
 def clip_actions(datasets: Iterable[dict[str, np.ndarray]], where: str) -> None:

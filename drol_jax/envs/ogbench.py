@@ -304,7 +304,7 @@ def provenance_of(train_path: str, via: str) -> dict[str, Any]:
 def _generated_dir(options: DataOptions, dataset_name: str, episodes: int) -> str:
     tag = (
         f'{manipulation.RECIPE}-ep{episodes}-len{manipulation.EPISODE_LENGTH}'
-        f'-seed{options.generate_seed}'
+        f'-seed{options.dataset_seed}'
     )
     return os.path.join(os.path.expanduser(options.generated_dir), dataset_name, tag)
 
@@ -326,7 +326,7 @@ def _regenerate(dataset_name: str, options: DataOptions, why: str) -> tuple[str,
             dataset_name,
             out_dir,
             num_episodes=episodes,
-            seed=options.generate_seed,
+            seed=options.dataset_seed,
             workers=options.generate_workers,
             episode_length=manipulation.EPISODE_LENGTH,
             show_progress=options.progress,

@@ -7,11 +7,10 @@ environment names.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 
 from drol_jax.envs import d4rl, ogbench, toy
 from drol_jax.envs.base import DataOptions, EnvBundle, EnvFamily, check_shapes
-from drol_jax.errors import UnknownEnvError
+from drol_jax.errors import UnknownEnvError, did_you_mean
 
 FAMILIES: tuple[EnvFamily, ...] = (toy.FAMILY, ogbench.FAMILY, d4rl.FAMILY)
 
@@ -41,12 +40,18 @@ def resolve(env_name: str) -> ResolvedEnv:
                 name=canonical, family=family, task_family=family.task_family(canonical)
             )
     known = sorted({n for family in FAMILIES for n in family.known_names()})
-    close = difflib.get_close_matches(env_name, known, n=3, cutoff=0.5)
-    hint = f' Did you mean {" or ".join(repr(c) for c in close)}?' if close else ''
+    hint = did_you_mean(env_name, known, n=3, cutoff=0.5)
     families = ', '.join(
         f'{f.name} ({", ".join(sorted(f.known_names())[:3])}, ...)' for f in FAMILIES
     )
     raise UnknownEnvError(f'Unknown environment {env_name!r}.{hint} Known families: {families}.')
+
+
+def check_options(resolved: ResolvedEnv, options: DataOptions) -> None:
+    """Raise ``ConfigError`` if the family cannot honour a data option (cheap: loads nothing)."""
+    check = getattr(resolved.family, 'check_options', None)
+    if check is not None:
+        check(options)
 
 
 def load(resolved: ResolvedEnv, options: DataOptions) -> EnvBundle:

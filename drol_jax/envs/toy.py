@@ -20,6 +20,7 @@ import gymnasium as gym
 import numpy as np
 
 from drol_jax.envs.base import DataOptions, EnvBundle
+from drol_jax.errors import ConfigError
 
 OBS_DIM = 2
 DATASET_SIZE = 10_000
@@ -128,6 +129,14 @@ class ToyFamily:
     def task_family(self, canonical_name: str) -> str:
         """Each toy task is its own family."""
         return canonical_name
+
+    def check_options(self, options: DataOptions) -> None:
+        """Refuse ``--dataset_path``: the toy data is made in memory, a file would be ignored."""
+        if options.dataset_path:
+            raise ConfigError(
+                f'--dataset_path={options.dataset_path} does not apply to the toy tasks (their '
+                'data is made in memory): drop it, or choose an OGBench or D4RL --env_name.'
+            )
 
     def load(self, env_name: str, options: DataOptions) -> EnvBundle:
         """Build the dataset in memory; the toy task needs no file."""

@@ -13,14 +13,16 @@ file that holds several sweeps takes an argument, chosen on the command line as
 - ``grid``: flags to vary, ``{'agent.num_candidates': [1, 2, 4]}``; every combination is a job;
 - ``seed`` and ``num_seeds``: each job trains seeds ``seed .. seed+num_seeds-1`` in one process.
 
-One job is one (environment, agent file, preset, grid point): one ``main.py`` command. Its
-command carries the preset's values as explicit ``--agent.*`` flags (so it is self-contained)
-and a run group of its own for every grid point, so variants never share run folders.
+One job is one (environment, agent file, preset, grid point): one ``main.py`` command. Each
+job's settings are resolved and checked as its run will resolve them (``drol_jax.settings``),
+so a dry run refuses a value the run would refuse, with the run's error line. Its command is
+written from those settings: the preset's values as explicit ``--agent.*`` flags (so it is
+self-contained), and a run group of its own for every grid point, so variants never share run
+folders.
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib.util
 import inspect
@@ -33,11 +35,14 @@ from pathlib import Path
 from typing import Any
 
 import drol_jax
+from drol_jax import run_flags
 from drol_jax.agent_file import AgentFile, load_agent_file
 from drol_jax.envs import registry
-from drol_jax.errors import AgentFileError, ConfigError, UserError
-from drol_jax.presets import PRESETS, run_label, settings_for
+from drol_jax.errors import AgentFileError, ConfigError, UserError, did_you_mean
+from drol_jax.presets import run_label
+from drol_jax.run_flags import RunConfig
 from drol_jax.run_folders import run_dir_for
+from drol_jax.settings import Settings, resolve
 
 SWEEP_KEYS = ('name', 'envs', 'agents', 'presets', 'flags', 'grid', 'seed', 'num_seeds')
 # Run flags a sweep sets itself; naming them in ``flags`` or ``grid`` would break packing,
@@ -77,7 +82,8 @@ class Job:
     """One ``main.py`` command: every seed of one (task, agent file, preset, grid point).
 
     ``key`` names the job (``run_group/env/agent/seeds<a>-<b>``) and its folder under the sweep
-    folder's ``jobs/``; ``label`` is the ``run_label`` its runs will record.
+    folder's ``jobs/``; ``label`` is the ``run_label`` its runs will record; ``agent_config`` the
+    hyperparameters its runs train with.
     """
 
     key: str
@@ -94,6 +100,7 @@ class Job:
     total_steps: int
     preset_values: dict[str, Any]
     preset_note: str
+    agent_config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def command(self) -> str:
@@ -178,7 +185,7 @@ def _string_list(value: Any, key: str, path: str) -> tuple[str, ...]:
 
 
 def _check_flag_names(names, path: str) -> None:
-    known = main_flag_names()
+    known = {flag.name for flag in run_flags.RUN_FLAGS}
     for name in names:
         if name in RESERVED_FLAGS:
             raise ConfigError(
@@ -186,7 +193,10 @@ def _check_flag_names(names, path: str) -> None:
                 f'{RESERVED_FLAGS[name]}.'
             )
         if not name.startswith('agent.') and name not in known:
-            raise ConfigError(f'sweep file {path!r}: {name!r} is not a flag of main.py.')
+            raise ConfigError(
+                f'sweep file {path!r}: {name!r} is not a flag of main.py.'
+                f'{did_you_mean(name, known - set(RESERVED_FLAGS))}'
+            )
 
 
 def load_sweep(source: str) -> Sweep:
@@ -212,11 +222,6 @@ def load_sweep(source: str) -> Sweep:
             f'sweep file {path!r}: name {name!r} must be letters, digits, ".", "_" or "-".'
         )
     presets = _string_list(raw.get('presets', ['paper']), 'presets', path)
-    for preset in presets:
-        if preset not in PRESETS:
-            raise ConfigError(
-                f'sweep file {path!r}: preset {preset!r} is not one of {", ".join(PRESETS)}.'
-            )
     fixed = dict(raw.get('flags', {}))
     grid = {}
     for key, values in dict(raw.get('grid', {})).items():
@@ -243,44 +248,12 @@ def load_sweep(source: str) -> Sweep:
     )
 
 
-def main_flag_names() -> set[str]:
-    """Names of the flags ``main.py`` defines, read from its source (importing it would parse).
-
-    Every ``flags.DEFINE_*('name', ...)`` and ``config_flags.DEFINE_config_file('agent', ...)``.
-    """
-    tree = ast.parse((repository_root() / 'main.py').read_text())
-    names = set()
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr.startswith('DEFINE_')
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            names.add(node.args[0].value)
-    return names
-
-
 # ------------------------------------------------------------------------------- expansion
-
-
-def format_value(value: Any) -> str:
-    """A flag value as absl and ml_collections parse it back: ``true``, ``(32,32)``, ``0.995``."""
-    if isinstance(value, bool):
-        return 'true' if value else 'false'
-    if isinstance(value, (tuple, list)):
-        inner = ','.join(format_value(v) for v in value)
-        if isinstance(value, tuple):
-            return f'({inner},)' if len(value) == 1 else f'({inner})'
-        return f'[{inner}]'
-    return str(value)
 
 
 def _slug(value: Any) -> str:
     """A flag value as a folder-name fragment."""
-    return re.sub(r'[^A-Za-z0-9.+_-]+', '_', format_value(value)).strip('_') or '_'
+    return re.sub(r'[^A-Za-z0-9.+_-]+', '_', run_flags.format_value(value)).strip('_') or '_'
 
 
 def _resolve_agent_path(path: str, root: Path) -> str:
@@ -300,39 +273,24 @@ def _display_path(path: str, root: Path) -> str:
         return path
 
 
-def _total_steps(flags: Mapping[str, Any]) -> int:
-    from drol_jax.train import RunConfig  # jax is imported by the agent files anyway.
-
-    defaults = RunConfig()
-    offline = int(flags.get('offline_steps', defaults.offline_steps))
-    return offline + int(flags.get('online_steps', defaults.online_steps))
-
-
 def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Job]:
     """All jobs of ``sweep``, their runs under ``save_dir/<name>/runs``.
 
-    ``num_seeds`` overrides the file's. Raises ``UserError`` when an environment is unknown, an
-    ``agent.*`` flag names no hyperparameter of an agent file, or two jobs would share a folder.
+    ``num_seeds`` overrides the file's. Every job's settings are resolved and checked as its
+    run will do it, so a ``UserError`` names the first value a job would refuse (an unknown
+    environment or flag value, a misspelt or out-of-range hyperparameter), or two jobs that
+    would share a folder.
     """
     root = repository_root()
     num_seeds = sweep.num_seeds if num_seeds is None else num_seeds
     if num_seeds < 1:
         raise ConfigError(f'--num_seeds must be >= 1, got {num_seeds}.')
-    seeds = tuple(range(sweep.seed, sweep.seed + num_seeds))
     runs_dir = os.path.abspath(os.path.join(save_dir, sweep.name, 'runs'))
-    agents: dict[str, tuple[AgentFile, dict]] = {}
+    agents = {}
     for path in sweep.agents:
         absolute = _resolve_agent_path(path, root)
-        agent = load_agent_file(absolute)
-        agents[absolute] = (agent, agent.default_config().to_dict())
-    agent_keys = [k for k in [*sweep.flags, *sweep.grid] if k.startswith('agent.')]
-    for absolute, (_, defaults) in agents.items():
-        for key in agent_keys:
-            if key.split('.', 1)[1] not in defaults:
-                raise ConfigError(
-                    f'{key} is not a hyperparameter of {_display_path(absolute, root)} '
-                    f'(sweep {sweep.source}).'
-                )
+        agents[absolute] = load_agent_file(absolute)
+        _check_hyperparameter_names(sweep, agents[absolute], _display_path(absolute, root))
     varying = [k for k, values in sweep.grid.items() if len(values) > 1]
     points = [
         dict(zip(sweep.grid, combo, strict=True))
@@ -340,50 +298,29 @@ def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Jo
     ]
     jobs, by_folder = [], {}
     for env in sweep.envs:
-        resolved = registry.resolve(env)
-        for absolute, (agent, defaults) in agents.items():
+        env_name = registry.resolve(env).name
+        for absolute, agent in agents.items():
             for preset, point in itertools.product(sweep.presets, points):
-                applied = settings_for(agent, defaults['agent_name'], resolved.task_family, preset)
-                chosen = {**sweep.flags, **point}
-                explicit = {k.split('.', 1)[1]: v for k, v in chosen.items() if '.' in k}
-                run_flags = {
-                    **DEFAULT_RUN_FLAGS,
-                    **{k: v for k, v in chosen.items() if '.' not in k},
-                }
                 variant = [f'preset={preset}'] if len(sweep.presets) > 1 else []
                 variant += [f'{k.removeprefix("agent.")}={_slug(point[k])}' for k in varying]
                 run_group = '-'.join([sweep.name, *variant])
-                agent_values = {**applied.values, **explicit}
-                args = (
-                    f'--env_name={resolved.name}',
-                    f'--agent={_display_path(absolute, root)}',
-                    f'--preset={preset}',
-                    *(f'--agent.{k}={format_value(v)}' for k, v in agent_values.items()),
-                    f'--seed={seeds[0]}',
-                    f'--num_seeds={len(seeds)}',
-                    f'--save_dir={runs_dir}',
-                    f'--run_group={run_group}',
-                    *(f'--{k}={format_value(v)}' for k, v in run_flags.items()),
-                )
-                name = defaults['agent_name']
-                job = Job(
-                    key=f'{run_group}/{resolved.name}/{name}/seeds{seeds[0]}-{seeds[-1]}',
-                    env_name=resolved.name,
-                    task_family=resolved.task_family,
-                    agent_file=absolute,
-                    agent_name=name,
-                    preset=preset,
-                    label=run_label(applied, explicit),
-                    run_group=run_group,
-                    seeds=seeds,
-                    args=args,
-                    run_dirs=tuple(
-                        run_dir_for(runs_dir, run_group, resolved.name, name, s) for s in seeds
-                    ),
-                    total_steps=_total_steps(run_flags),
-                    preset_values=applied.values,
-                    preset_note=applied.note,
-                )
+                chosen = {**sweep.flags, **point}
+                flags = {
+                    **DEFAULT_RUN_FLAGS,
+                    **{k: v for k, v in chosen.items() if not k.startswith('agent.')},
+                    'env_name': env_name,
+                    'preset': preset,
+                    'seed': sweep.seed,
+                    'num_seeds': num_seeds,
+                    'save_dir': runs_dir,
+                    'run_group': run_group,
+                }
+                explicit = {
+                    k[len('agent.') :]: v for k, v in chosen.items() if k.startswith('agent.')
+                }
+                where = f'sweep {sweep.source}, job {run_group}/{env_name}/{Path(absolute).name}'
+                settings = _job_settings(flags, agent, explicit, where)
+                job = _job(settings, _display_path(absolute, root), runs_dir)
                 folder = job.run_dirs[0]
                 if folder in by_folder:
                     raise ConfigError(
@@ -393,6 +330,53 @@ def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Jo
                 by_folder[folder] = job.key
                 jobs.append(job)
     return jobs
+
+
+def _check_hyperparameter_names(sweep: Sweep, agent: AgentFile, shown_path: str) -> None:
+    """Every ``agent.*`` key of the sweep names a hyperparameter of the agent file."""
+    known = agent.default_config().keys()
+    for key in [*sweep.flags, *sweep.grid]:
+        name = key.removeprefix('agent.')
+        if key.startswith('agent.') and name.split('.')[0] not in known:
+            raise ConfigError(
+                f'{key} is not a hyperparameter of {shown_path} (sweep {sweep.source}).'
+                f'{did_you_mean(name, known)}'
+            )
+
+
+def _job_settings(
+    flags: dict[str, Any], agent: AgentFile, explicit: dict[str, Any], where: str
+) -> Settings:
+    """A job's settings, resolved as its run will resolve them; its error names the job."""
+    try:
+        return resolve(RunConfig(**flags), agent, explicit, given_flags=flags)
+    except UserError as e:
+        raise type(e)(f'{e} ({where})') from None
+
+
+def _job(settings: Settings, agent_path: str, runs_dir: str) -> Job:
+    """The job that runs ``settings``: its command, folders and what it will record."""
+    run, name = settings.run, settings.agent_name
+    seeds = settings.seeds
+    return Job(
+        key=f'{run.run_group}/{settings.env.name}/{name}/seeds{seeds[0]}-{seeds[-1]}',
+        env_name=settings.env.name,
+        task_family=settings.env.task_family,
+        agent_file=settings.agent.path,
+        agent_name=name,
+        preset=run.preset,
+        label=run_label(settings.preset, settings.explicit),
+        run_group=run.run_group,
+        seeds=seeds,
+        args=tuple(settings.command_args(agent_path)),
+        run_dirs=tuple(
+            run_dir_for(runs_dir, run.run_group, settings.env.name, name, s) for s in seeds
+        ),
+        total_steps=settings.total_steps,
+        preset_values=settings.preset.values,
+        preset_note=settings.preset.note,
+        agent_config=settings.record()['agent'],
+    )
 
 
 def sweep_dir(save_dir: str, sweep: Sweep) -> str:

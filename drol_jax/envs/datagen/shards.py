@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from drol_jax.errors import DatasetError
+from drol_jax.errors import DatasetError, Interrupted
 from drol_jax.files import write_atomic, write_json_atomic
 
 # The npz key holding the provenance JSON of generated data (ogbench's loader ignores it).
@@ -48,12 +48,8 @@ class EpisodeCollector(Protocol):
         """One episode's arrays and the number of discarded attempts before it."""
 
 
-class GenerationInterrupted(DatasetError):
+class GenerationInterrupted(Interrupted, DatasetError):
     """SIGINT or SIGTERM stopped a generation; the finished episodes stay on disk."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.signum = signum
 
 
 class _Stop(BaseException):
