@@ -1,12 +1,16 @@
 """Every agent file in agents/: the interface, its conventions, compile-once updates, TD learning,
-and the official ``temperature`` semantics (issues 2, 9 and 10.4)."""
+the official ``temperature`` semantics, and the official use of seeds and keys (issues 2, 9,
+10.4 and 14.2)."""
 
+import chex
 import jax
 import numpy as np
 import pytest
+import references
 from helpers import AGENT_IDS, AGENT_PATHS, agent_file, create_agent, tiny_agent, toy_dataset
 
 from drol_jax import presets
+from drol_jax.data import random_transitions
 from drol_jax.hyperparameters import check_agent_config
 
 pytestmark = pytest.mark.parametrize('path', AGENT_PATHS, ids=AGENT_IDS)
@@ -107,3 +111,55 @@ def test_temperature_has_no_effect(path):
         # The seed still matters: the policy is stochastic, not collapsed to z = 0.
         other = np.asarray(agent.sample_actions(observations, seed=jax.random.PRNGKey(k + 10)))
         assert not np.array_equal(cold, other)
+
+
+def test_same_seed_gives_the_official_action(path):
+    """Issue 14.2: on shared parameters, a seed gives the action the official agent gives."""
+    tiny = tiny_agent(path)
+    name = tiny.config.agent_name
+    assert name in references.OFFICIAL_SAMPLE_ACTIONS, (
+        f'no reference of the official seed handling of {name!r}: add one to '
+        'OFFICIAL_SAMPLE_ACTIONS in tests/references.py.'
+    )
+    reference = references.OFFICIAL_SAMPLE_ACTIONS[name]
+    observations = toy_dataset()['observations'][:6]
+
+    @jax.jit
+    def ours_and_official(agent, seed, temperature):
+        return [
+            (
+                agent.sample_actions(obs, seed=seed, temperature=temperature),
+                reference(agent, obs, seed, temperature),
+            )
+            for obs in (observations, observations[0])
+        ]
+
+    for k, temperature in ((0, 0.0), (1, 1.0), (2, 1.0)):
+        for ours, official in ours_and_official(tiny.agent, jax.random.PRNGKey(k), temperature):
+            assert ours.shape == official.shape
+            np.testing.assert_allclose(ours, official, rtol=0, atol=1e-6)
+
+
+def test_same_key_gives_the_official_update(path):
+    """Same parameters, batch and agent key: the official update (parameters, optimizer state,
+    next key and every official metric)."""
+    tiny = tiny_agent(path)
+    name = tiny.config.agent_name
+    if name not in references.OFFICIAL_TOTAL_LOSS:
+        pytest.skip(f'no reference of the official total loss of {name!r} in tests/references.py')
+    reference = references.OFFICIAL_TOTAL_LOSS[name]
+    # Most transitions bootstrap (mask 1), so the target critic's path counts.
+    batch = random_transitions(tiny.config.batch_size, 2, 2, seed=3)
+
+    @jax.jit
+    def ours_and_official(agent):
+        return agent.update(batch), references.official_update(agent, batch, reference)
+
+    (agent, info), (params, opt_state, rng, official_info) = ours_and_official(tiny.agent)
+    np.testing.assert_array_equal(agent.rng, rng)
+    chex.assert_trees_all_close(agent.network.params, params, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(agent.network.opt_state, opt_state, rtol=1e-5, atol=1e-9)
+    assert set(official_info) <= set(info), set(official_info) - set(info)
+    chex.assert_trees_all_close(
+        {k: info[k] for k in official_info}, official_info, rtol=1e-5, atol=1e-6
+    )
