@@ -3,7 +3,8 @@
 A one-step actor ``a = pi(s, z)`` with a latent ``z`` drawn uniformly from the d-ball of radius
 sqrt(d). Each training state gets K candidate actions (one per latent); each dataset action is
 routed to its nearest candidate, and only that winner receives the behaviour-cloning pull and the
-critic's push. Routing is recomputed at every gradient step. At test time: one latent, one pass.
+critic's push. Routing is recomputed at every gradient step. At test time: one latent, one pass
+(or, as an option of the official agent, best-of-N with a density filter).
 
 The loss is computed the efficient way: a gradient-free pass over all K candidates picks the
 winners, then only the N winners are recomputed with gradients, so the critic and the actor's
@@ -16,9 +17,9 @@ state's ``model_state`` field), so parameter files move both ways. Random keys a
 official agent consumes them: the same parameters, batch and key give the same update, and the
 same seed gives the same action.
 
-A variant of DROL subclasses ``DROLAgent`` and overrides ``routed_loss`` (the actor loss given the
-K latents per state) or ``networks``, reusing the pure helpers below (see README, *Writing an
-agent file*).
+A variant of DROL is a file that imports this one (``from agents import drol``), subclasses
+``DROLAgent`` and overrides ``routed_loss`` (the actor loss given the K latents per state),
+``actor_loss`` or ``networks``, reusing the pure helpers below.
 """
 
 from __future__ import annotations
@@ -321,10 +322,9 @@ class DROLAgent(flax.struct.PyTreeNode):
     network: TrainState
     config: Any = nonpytree_field()
 
-    def policy(self, observations, latents, params=None):
+    def policy(self, observations, latents):
         """``clip(pi(s, z))`` for states and latents of the same leading shape."""
-        actor = self.network.select('actor_onestep_flow')
-        return jnp.clip(actor(observations, latents, params=params), -1, 1)
+        return jnp.clip(self.network.select('actor_onestep_flow')(observations, latents), -1, 1)
 
     def sample_single(self, observations, seed):
         """One action per state from one prior latent each."""
