@@ -200,10 +200,16 @@ def candidate_spread(candidates: jax.Array) -> jax.Array:
 def routing_diagnostics(
     candidates: jax.Array, distances: jax.Array, winners: jax.Array
 ) -> dict[str, jax.Array]:
-    """The official agent's routing metrics: balance, spread, distance to the data."""
+    """The official agent's routing metrics: balance, spread, distance to the data.
+
+    ``gate`` is the official agent's closeness score of the winners, ``exp(-D_{i,k*} / 0.1)``;
+    it is logged only (neither agent weights a loss with it).
+    """
     spread = candidate_spread(candidates)
+    winner_distances = jnp.take_along_axis(distances, winners[:, None], axis=1)[:, 0]
     return {
-        'min_d2': distances.min(axis=-1).mean(),
+        'min_d2': winner_distances.mean(),
+        'gate': jnp.exp(-winner_distances / 0.1).mean(),
         'candidate_divergence': candidate_divergence(candidates),
         'candidate_pairwise_dist2': spread,
         'candidate_pairwise_dist': jnp.sqrt(jnp.maximum(spread, 0.0)),

@@ -240,6 +240,7 @@ def drol_actor_loss(agent, batch, params, key, critic_on_all_candidates=True):
         'q_loss': q_loss,
         'q': q.mean(),
         'mse': jnp.mean((single - actions) ** 2),
+        'gate': jnp.exp(-per_dim[rows, best] / 0.1).mean(),
         'min_d2': per_dim.min(axis=1).mean(),
         'candidate_divergence': jnp.mean(jnp.sum((candidates - center) ** 2, axis=-1) / dim),
         'candidate_pairwise_dist2': pairwise_dist2,
