@@ -4,9 +4,10 @@ A behaviour-cloning flow policy ``v(s, x_t, t)`` is trained with flow matching; 
 ``mu(s, z)`` (``z ~ N(0, I)``) is distilled from the flow's Euler-integrated actions on the same
 noise and pushed up the critic. Inference is one pass of the one-step policy.
 
-Parameter trees match the official implementation (``modules_actor_bc_flow``,
-``modules_actor_onestep_flow``, ``modules_critic``, ``modules_target_critic``), so its
-``params_<step>.pkl`` files restore here.
+Parameter trees and the train state match the official implementation (``modules_actor_bc_flow``,
+``modules_actor_onestep_flow``, ``modules_critic``, ``modules_target_critic``), so parameter files
+move both ways. Random keys are consumed as the official agent consumes them: the same
+parameters, batch and key give the same update, and the same seed gives the same action.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class FQLAgent(flax.struct.PyTreeNode):
 
     def critic_loss(self, batch, grad_params, rng):
         """TD loss of the critic ensemble; next actions from the one-step policy."""
-        next_actions = self.sample_actions(batch['next_observations'], seed=rng)
+        _, sample_rng = jax.random.split(rng)  # The official split (its first key goes unused).
+        next_actions = self.sample_actions(batch['next_observations'], seed=sample_rng)
         next_q = self.network.select('target_critic')(batch['next_observations'], next_actions)
         next_q = aggregate_ensemble(next_q, self.config['q_agg'])
 
@@ -116,10 +118,13 @@ class FQLAgent(flax.struct.PyTreeNode):
         return td_loss(q, batch['rewards'], batch['masks'], next_q, self.config['discount'])
 
     def actor_loss(self, batch, grad_params, rng):
-        """Flow-matching BC + alpha * distillation + Q loss of the one-step policy."""
+        """Flow-matching BC + alpha * distillation + Q loss; ``mse`` of one fresh sample."""
         observations, actions = batch['observations'], batch['actions']
         batch_size, action_dim = actions.shape
-        x_rng, t_rng, noise_rng = jax.random.split(rng, 3)
+        # The official agent's keys: three for the flow, then two from the first for the noise
+        # and the mse sample.
+        rng, x_rng, t_rng = jax.random.split(rng, 3)
+        mse_rng, noise_rng = jax.random.split(rng)
 
         x_0 = jax.random.normal(x_rng, (batch_size, action_dim))
         t = jax.random.uniform(t_rng, (batch_size, 1))
@@ -149,14 +154,14 @@ class FQLAgent(flax.struct.PyTreeNode):
             'distill_loss': distill_loss,
             'q_loss': q_loss,
             'q': q.mean(),
-            'mse': jnp.mean((student - actions) ** 2),
+            'mse': jnp.mean((self.sample_actions(observations, seed=mse_rng) - actions) ** 2),
         }
 
     @jax.jit
     def total_loss(self, batch, grad_params, rng=None):
         """Critic loss + actor loss, with ``critic/...`` and ``actor/...`` diagnostics."""
         rng = self.rng if rng is None else rng
-        actor_rng, critic_rng = jax.random.split(rng)
+        _, actor_rng, critic_rng = jax.random.split(rng, 3)  # The official three-way split.
         critic_loss, critic_info = self.critic_loss(batch, grad_params, critic_rng)
         actor_loss, actor_info = self.actor_loss(batch, grad_params, actor_rng)
         return critic_loss + actor_loss, prefixed(critic=critic_info, actor=actor_info)
@@ -166,7 +171,7 @@ class FQLAgent(flax.struct.PyTreeNode):
         """One gradient step on all parameters, then the target-critic EMA."""
         new_rng, rng = jax.random.split(self.rng)
         network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
-        network = target_update(network, 'critic', self.config['tau'])
+        network = target_update(network, self.network, 'critic', self.config['tau'])
         return self.replace(network=network, rng=new_rng), info
 
     @jax.jit
@@ -186,11 +191,15 @@ class FQLAgent(flax.struct.PyTreeNode):
     def sample_actions(self, observations, seed=None, temperature=1.0):
         """``clip(mu(s, z))`` with ``z ~ N(0, I)``: one pass.
 
-        ``temperature`` is accepted for the interface and ignored, as in the official agent.
+        The noise comes from the first half of the split ``seed``, as in the official agent, so
+        the same seed gives the same action. ``temperature`` is accepted for the interface and
+        ignored, as in the official agent.
         """
         del temperature
         seed = self.rng if seed is None else seed
-        noises = jax.random.normal(seed, (*observations.shape[:-1], self.config['action_dim']))
+        noise_seed, _ = jax.random.split(seed)
+        shape = (*observations.shape[:-1], self.config['action_dim'])
+        noises = jax.random.normal(noise_seed, shape)
         return jnp.clip(self.network.select('actor_onestep_flow')(observations, noises), -1, 1)
 
     @classmethod

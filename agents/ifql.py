@@ -30,7 +30,7 @@ from drol_jax.networks import (
     broadcast_states,
     euler_flow_actions,
 )
-from drol_jax.train_state import ModuleDict, TrainState, lagged_target_update, nonpytree_field
+from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -110,7 +110,7 @@ class IFQLAgent(flax.struct.PyTreeNode):
         """One gradient step on all parameters, then the target-critic EMA (official lag)."""
         new_rng, rng = jax.random.split(self.rng)
         network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
-        network = lagged_target_update(self.network, network, 'critic', self.config['tau'])
+        network = target_update(network, self.network, 'critic', self.config['tau'])
         return self.replace(network=network, rng=new_rng), info
 
     @jax.jit

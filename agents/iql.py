@@ -24,7 +24,7 @@ import optax
 from drol_jax.hyperparameters import at_least, in_interval, one_of, positive
 from drol_jax.losses import implicit_value_losses, prefixed
 from drol_jax.networks import EnsembleCritic, GaussianActor, StateValue, gaussian_std
-from drol_jax.train_state import ModuleDict, TrainState, lagged_target_update, nonpytree_field
+from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -149,7 +149,7 @@ class IQLAgent(flax.struct.PyTreeNode):
         """One gradient step on all parameters, then the target-critic EMA (official lag)."""
         new_rng, rng = jax.random.split(self.rng)
         network, info = self.network.apply_loss_fn(lambda p: self.total_loss(batch, p, rng=rng))
-        network = lagged_target_update(self.network, network, 'critic', self.config['tau'])
+        network = target_update(network, self.network, 'critic', self.config['tau'])
         return self.replace(network=network, rng=new_rng), info
 
     @jax.jit

@@ -28,7 +28,7 @@ import optax
 from drol_jax.hyperparameters import at_least, in_interval, integer_at_least, positive
 from drol_jax.losses import prefixed, td_loss
 from drol_jax.networks import EnsembleCritic, GaussianActor, gaussian_std
-from drol_jax.train_state import ModuleDict, TrainState, lagged_target_update, nonpytree_field
+from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -179,8 +179,8 @@ class ReBRACAgent(flax.struct.PyTreeNode):
             lambda p: self.losses(batch, p, full_update, rng)
         )
         tau = self.config['tau']
-        targets = lagged_target_update(self.network, network, 'critic', tau)
-        targets = lagged_target_update(self.network, targets, 'actor', tau)
+        targets = target_update(network, self.network, 'critic', tau)
+        targets = target_update(targets, self.network, 'actor', tau)
         params = jax.tree_util.tree_map(
             lambda new, old: jnp.where(full_update, new, old), targets.params, network.params
         )

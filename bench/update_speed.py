@@ -2,11 +2,12 @@
 
 Modes (one row each):
   host   one jit call per update with a batch gathered on the host (FQL's loop,
-         ``drol_jax.train.host_loop_updates``);
+         ``tests/references.py: host_loop_updates``);
   fused  blocks of updates fused in one compiled loop on device-resident data
          (``drol_jax.updates.make_train_block``, one stacked seed);
   naive  DROL with the reference full-K actor loss that differentiates through all N*K
-         clipped candidates (winner picked from that tensor, Q of the winner only), fused blocks;
+         clipped candidates (winner picked from that tensor, Q of the winner only), fused blocks
+         (``tests/references.py: drol_actor_loss``);
   naive-allq  as naive, but the critic scores all N*K candidates and the winner's Q is taken
          from that (the formulation of the official implementation, the ~63 GFLOP naive
          form), fused blocks. This is the issue's mode (c) and a default row.
@@ -15,7 +16,8 @@ FLOP counting (matmuls only; biases, activations, LayerNorm, Adam are ignored): 
 costs 2*in*out FLOP per sample forward; a backward pass costs 2x its forward (gradients of
 weights and of inputs); a backward pass that only needs input gradients (critic under the
 actor's Q term, whose parameters are frozen there) costs 1x forward. Per-sample forward cost of
-an MLP = 2 * sum(in*out) over its layers; the critic counts both ensemble members.
+an MLP = 2 * sum(in*out) over its layers; the critic counts both ensemble members. Every agent
+also logs the official ``mse`` metric, one more actor forward pass on a fresh sample.
 
     python bench/update_speed.py                 # the full table (paper sizes)
     python bench/update_speed.py --quick         # smoke run with tiny networks
@@ -36,14 +38,14 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+# The repository root: the agent files and the tests' reference implementations.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from agents import drol, fql  # noqa: E402
-from drol_jax import train  # noqa: E402
 from drol_jax.analysis.runtime import machine_description  # noqa: E402
 from drol_jax.data import random_transitions, to_device  # noqa: E402
-from drol_jax.networks import aggregate_ensemble  # noqa: E402
 from drol_jax.updates import make_train_block, stack_agents  # noqa: E402
+from tests import references  # noqa: E402
 
 OBS_DIM, ACTION_DIM = 28, 5
 DATASET_SIZE = 10_000
@@ -56,57 +58,26 @@ DATASET_SIZE = 10_000
 class NaiveDROLAgent(drol.DROLAgent):
     """DROL whose actor loss differentiates through all N*K candidates (paper, Sec. 4; naive form).
 
-    Same latents (same rng use) as ``DROLAgent.actor_loss``, so loss and gradients agree with
-    the winner-recompute formulation to float32 rounding; only the cost differs.
+    Same latents (same key use) as ``DROLAgent.actor_loss``, so loss and gradients agree with
+    the winner-recompute formulation to float32 rounding; only the cost differs. The critic
+    scores the N winners.
     """
 
-    def winner_q(self, observations, candidates, winner_actions, winners, frozen):
-        """Ensemble Q of each state's winner, shape (E, N): the critic runs on the N winners."""
-        del candidates, winners
-        return self.network.select('critic')(observations, winner_actions, params=frozen)
-
     def actor_loss(self, batch, grad_params, rng):
-        """Routed BC + winner Q loss with gradients through the whole candidate tensor."""
-        observations, actions = batch['observations'], batch['actions']
-        num_states, action_dim = actions.shape
-        num_candidates = self.config['num_candidates']
-        latents = sample_latents(rng, num_states, num_candidates, action_dim)
-        tiled = jnp.broadcast_to(
-            observations[:, None, :], (num_states, num_candidates, observations.shape[-1])
+        """The reference naive actor loss, Q of the winners only."""
+        return references.drol_actor_loss(
+            self, batch, grad_params, rng, critic_on_all_candidates=False
         )
-        candidates = jnp.clip(
-            self.network.select('actor_onestep_flow')(tiled, latents, params=grad_params), -1, 1
-        )
-        distances = drol.candidate_distances(candidates, actions)
-        winners = drol.route_to_nearest(jax.lax.stop_gradient(distances))
-        bc_loss = jnp.take_along_axis(distances, winners[:, None], axis=1).mean()
-        winner_actions = jnp.take_along_axis(candidates, winners[:, None, None], axis=1)[:, 0]
-        frozen = jax.lax.stop_gradient(grad_params)
-        q_values = self.winner_q(observations, candidates, winner_actions, winners, frozen)
-        q = aggregate_ensemble(q_values, self.config['actor_q_agg'])
-        q_loss = -q.mean()
-        if self.config['normalize_q_loss']:
-            q_loss = q_loss * jax.lax.stop_gradient(1.0 / jnp.maximum(jnp.abs(q).mean(), 1e-6))
-        actor_loss = self.config['bc_coef'] * bc_loss + self.config['q_coef'] * q_loss
-        return actor_loss, {'actor_loss': actor_loss, 'bc_loss': bc_loss, 'q_loss': q_loss}
 
 
-class NaiveAllQDROLAgent(NaiveDROLAgent):
+class NaiveAllQDROLAgent(drol.DROLAgent):
     """Naive DROL whose critic scores all N*K candidates before the winner's Q is picked."""
 
-    def winner_q(self, observations, candidates, winner_actions, winners, frozen):
-        """Ensemble Q of every candidate (E, N, K), then the winner's column (E, N)."""
-        del winner_actions
-        tiled = jnp.broadcast_to(
-            observations[:, None, :], (*candidates.shape[:2], observations.shape[-1])
+    def actor_loss(self, batch, grad_params, rng):
+        """The reference naive actor loss in the official formulation (Q of all candidates)."""
+        return references.drol_actor_loss(
+            self, batch, grad_params, rng, critic_on_all_candidates=True
         )
-        q_all = self.network.select('critic')(tiled, candidates, params=frozen)
-        return jnp.take_along_axis(q_all, winners[None, :, None], axis=2)[..., 0]
-
-
-def sample_latents(rng, num_states, num_candidates, action_dim):
-    """The K latents per state exactly as ``DROLAgent.actor_loss`` draws them."""
-    return drol.sample_ball_prior(rng, (num_states, num_candidates), action_dim)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -123,18 +94,19 @@ def update_flops(agent_name: str, mode: str, num_candidates: int, hidden, batch:
     """Analytic matmul FLOP of one update (see the module docstring for the rules)."""
     actor = mlp_forward_flops(OBS_DIM + ACTION_DIM, hidden, ACTION_DIM)
     critic = 2 * mlp_forward_flops(OBS_DIM + ACTION_DIM, hidden, 1)  # Two ensemble members.
-    # Shared by both agents: next action (actor fwd), target critic fwd, critic fwd + bwd.
-    critic_loss = actor + critic + 3 * critic
+    # Shared by both agents: next action (actor fwd), target critic fwd, critic fwd + bwd, and
+    # the mse metric's fresh sample (actor fwd).
+    shared = actor + critic + 3 * critic + actor
     if agent_name == 'fql':
         flow = mlp_forward_flops(OBS_DIM + ACTION_DIM + 1, hidden, ACTION_DIM)
         # Flow BC fwd+bwd, 10 Euler steps of the teacher (fwd), one-step fwd+bwd, Q fwd+input bwd.
-        per_sample = critic_loss + 3 * flow + 10 * flow + 3 * actor + 2 * critic
+        per_sample = shared + 3 * flow + 10 * flow + 3 * actor + 2 * critic
     elif mode == 'naive':
-        per_sample = critic_loss + 3 * num_candidates * actor + 2 * critic
+        per_sample = shared + 3 * num_candidates * actor + 2 * critic
     elif mode == 'naive-allq':
-        per_sample = critic_loss + 3 * num_candidates * actor + 2 * num_candidates * critic
+        per_sample = shared + 3 * num_candidates * actor + 2 * num_candidates * critic
     else:  # Routing forward over K candidates, winner actor fwd+bwd, winner Q fwd+input bwd.
-        per_sample = critic_loss + num_candidates * actor + 3 * actor + 2 * critic
+        per_sample = shared + num_candidates * actor + 3 * actor + 2 * critic
     return per_sample * batch
 
 
@@ -179,7 +151,7 @@ def host_runner(agent, dataset, updates: int, batch: int):
     state = {'agent': agent, 'key': jax.random.PRNGKey(1)}
 
     def run():
-        state['agent'], state['key'], _ = train.host_loop_updates(
+        state['agent'], state['key'], _ = references.host_loop_updates(
             state['agent'], dataset, state['key'], updates, batch
         )
         jax.block_until_ready(state['agent'])

@@ -7,9 +7,11 @@ import os
 import pickle
 import re
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 import flax.serialization
+import flax.traverse_util
 import jax
 import numpy as np
 
@@ -73,33 +75,111 @@ def restore_agent(agent, restore_path: str, restore_epoch: int):
     """Load agent parameters the way FQL does, from ``params_<epoch>.pkl`` or our checkpoint.
 
     The official files are pickles of ``{'agent': flax.serialization.to_state_dict(agent)}``;
-    our parameter trees are the official ones, so they load as they are. From our checkpoints
-    the run folder's seed is used.
+    our agents' state dicts are the official ones (fields, parameter trees, optimizer state), so
+    they load as they are. From our checkpoints the run folder's seed is used. A file whose
+    structure differs from the agent's is a one-line error naming the differences.
     """
     official = official_params_path(restore_path, restore_epoch)
     ours = checkpoint_path(restore_path, restore_epoch)
     if os.path.exists(official):
-        with open(official, 'rb') as f:
-            state = pickle.load(f)['agent']
+        source = official
+        try:
+            with open(official, 'rb') as f:
+                state = pickle.load(f)['agent']
+        except Exception as e:  # noqa: BLE001 - any unreadable file is reported in one line.
+            raise UserError(
+                f'--restore_path: cannot read {official}: {type(e).__name__}: {e}'
+            ) from e
     elif os.path.exists(ours):
+        source = ours
         state = agent_state_from_checkpoint(ours)
     else:
         raise UserError(f'--restore_path: neither {official} nor {ours} exists.')
-    problem = None
-    try:
-        restored = flax.serialization.from_state_dict(agent, state)
-        # from_state_dict does not compare shapes: parameters of other network sizes would load
-        # and fail later, deep inside the first update.
-        if jax.tree_util.tree_map(np.shape, restored) != jax.tree_util.tree_map(np.shape, agent):
-            problem = 'the array shapes differ'
-    except (ValueError, KeyError, TypeError) as e:
-        problem = str(e)
+    # from_state_dict neither compares shapes nor rejects unknown dict keys, so the whole
+    # structure is compared first: otherwise a misfit would load and fail deep in an update.
+    problem = state_mismatch(flax.serialization.to_state_dict(agent), state)
     if problem is not None:
         raise UserError(
-            f'--restore_path: the parameters in {restore_path} do not fit this agent '
-            f'(another agent file or other network sizes?): {problem}'
+            f'--restore_path: the parameters in {source} do not fit this agent: {problem}'
         )
-    return restored
+    restored = flax.serialization.from_state_dict(agent, state)
+    # Same dtypes as a fresh agent (the official step is a Python int), so compiled updates fit.
+    return jax.tree_util.tree_map(lambda ref, x: np.asarray(x, ref.dtype), agent, restored)
+
+
+def _shapes(state) -> dict[str, tuple | None]:
+    """``{'network/params/.../kernel': shape}`` of a state dict; ``None`` marks an empty dict."""
+    flat = flax.traverse_util.flatten_dict(state, keep_empty_nodes=True, sep='/')
+    return {
+        path: None if leaf is flax.traverse_util.empty_node else np.shape(leaf)
+        for path, leaf in flat.items()
+    }
+
+
+def _absent_subtrees(paths: set[str], other: set[str]) -> list[str]:
+    """For each path, its topmost ancestor that ``other`` lacks entirely; params first."""
+    present = {'/'.join(p.split('/')[:i]) for p in other for i in range(1, p.count('/') + 2)}
+    roots = set()
+    for path in paths:
+        parts = path.split('/')
+        ancestors = ('/'.join(parts[:i]) for i in range(1, len(parts) + 1))
+        root = next((a for a in ancestors if a not in present), None)
+        if root is not None:
+            roots.add(root)
+    # The optimizer state repeats the parameter tree: list the parameters' paths first.
+    return sorted(roots, key=lambda p: ('opt_state' in p, p))
+
+
+def _listed(items: list[str], limit: int = 3) -> str:
+    """The first ``limit`` items, and how many more."""
+    more = f' (+{len(items) - limit} more)' if len(items) > limit else ''
+    return ', '.join(items[:limit]) + more
+
+
+def _networks(state) -> set[str] | None:
+    """The network names (``modules_<name>``) of a state dict's parameters, if it has any."""
+    try:
+        return set(state['network']['params'])
+    except (KeyError, TypeError):
+        return None
+
+
+def state_mismatch(expected, found) -> str | None:
+    """What differs between two agent state dicts (fields, arrays, shapes), or None if nothing.
+
+    One sentence: the missing and unknown entries (whole subtrees named once), the arrays whose
+    shapes differ, and the likely cause where the differences show it.
+    """
+    if not isinstance(found, Mapping):
+        return f'it holds a {type(found).__name__}, not an agent state dict.'
+    want, have = _shapes(expected), _shapes(found)
+    differences = []
+    missing = _absent_subtrees(set(want) - set(have), set(have))
+    unknown = _absent_subtrees(set(have) - set(want), set(want))
+    if missing:
+        differences.append(f'the file lacks {_listed(missing)}')
+    if unknown:
+        differences.append(f'the agent has no {_listed(unknown)}')
+    reshaped = sorted(
+        (p for p in set(want) & set(have) if want[p] != have[p]),
+        key=lambda p: ('opt_state' in p, p),
+    )
+    if reshaped:
+        shown = [f'{p} is {have[p]} in the file, {want[p]} here' for p in reshaped]
+        differences.append(f'shapes differ: {_listed(shown, limit=2)}')
+    if not differences:
+        return None
+    theirs, ours = _networks(found), _networks(expected)
+    if theirs is not None and ours is not None and theirs != ours:
+        cause = (
+            f"its networks are {', '.join(sorted(theirs))} and this agent's are "
+            f'{", ".join(sorted(ours))}: parameters of another agent'
+        )
+    elif reshaped and not missing and not unknown:
+        cause = 'other network sizes, or a task with other observation or action sizes'
+    else:
+        cause = None
+    return '; '.join(differences) + (f' ({cause}?).' if cause else '.')
 
 
 def export_official(run_dir: str, step: int, out_dir: str) -> str:

@@ -395,7 +395,7 @@ def online_phase(ctx: RunContext, state: LoopState, stop: StopFlag) -> LoopState
                 size = len(dataset['observations'])
                 from_data = gather(dataset, host_rng.integers(size, size=half))
                 from_replay = replay.sample(host_rng, ctx.batch_size - half)
-                batch = {k: np.concatenate([from_data[k], from_replay[k]]) for k in DATASET_KEYS}
+                batch = {k: np.concatenate([from_data[k], from_replay[k]]) for k in from_data}
             else:
                 batch = replay.sample(host_rng, ctx.batch_size)
             agent, info = agent.update(batch)

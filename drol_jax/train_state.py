@@ -76,33 +76,36 @@ class TrainState(flax.struct.PyTreeNode):
         return functools.partial(self, name=name)
 
     def apply_loss_fn(self, loss_fn: Callable[[Params], tuple[jnp.ndarray, dict]]):
-        """One optimizer step on ``loss_fn(params) -> (loss, info)``; adds the gradient norm."""
+        """One optimizer step on ``loss_fn(params) -> (loss, info)``; adds gradient statistics.
+
+        The statistics are the official agents': ``grad/max`` and ``grad/min`` over every
+        gradient entry, and ``grad/norm``, the sum over parameter arrays of each array's L2 norm
+        (not the global L2 norm), so logs compare one to one with theirs.
+        """
         grads, info = jax.grad(loss_fn, has_aux=True)(self.params)
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
         params = optax.apply_updates(self.params, updates)
-        info = {**info, 'grad/norm': optax.global_norm(grads)}
+        leaves = jax.tree_util.tree_leaves(grads)
+        info = {
+            **info,
+            'grad/max': jnp.max(jnp.stack([g.max() for g in leaves])),
+            'grad/min': jnp.min(jnp.stack([g.min() for g in leaves])),
+            'grad/norm': jnp.sum(jnp.stack([jnp.linalg.norm(g) for g in leaves])),
+        }
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state), info
 
 
-def target_update(state: TrainState, module_name: str, tau: float) -> TrainState:
-    """Polyak-average ``module_name`` into ``target_<module_name>``.
-
-    ``target <- tau * online + (1 - tau) * target``, every update.
-    """
-    online = state.params[f'modules_{module_name}']
-    target = state.params[f'modules_target_{module_name}']
-    averaged = jax.tree_util.tree_map(lambda o, t: tau * o + (1 - tau) * t, online, target)
-    return state.replace(params={**state.params, f'modules_target_{module_name}': averaged})
-
-
-def lagged_target_update(
-    previous: TrainState, state: TrainState, module_name: str, tau: float
+def target_update(
+    state: TrainState, previous: TrainState, module_name: str, tau: float
 ) -> TrainState:
-    """``state`` with ``target_<module_name>`` averaged from ``previous``, the pre-step state.
+    """``state`` with ``target_<module_name>`` set to a Polyak average of ``previous``'s networks.
 
-    ``target <- tau * online_before + (1 - tau) * target_before``: the official agents average
-    the online parameters from before the gradient step into the target, so the target lags the
-    online network by one more step than ``target_update`` on the new state does.
+    ``target <- tau * online + (1 - tau) * target``, every update, where ``previous`` is the
+    train state before the gradient step that produced ``state``. The official agents average
+    the online network as it was before the step (so the target trails it by one update); both
+    networks are taken from ``previous`` to give exactly their update.
     """
-    averaged = target_update(previous, module_name, tau).params[f'modules_target_{module_name}']
+    online = previous.params[f'modules_{module_name}']
+    target = previous.params[f'modules_target_{module_name}']
+    averaged = jax.tree_util.tree_map(lambda o, t: tau * o + (1 - tau) * t, online, target)
     return state.replace(params={**state.params, f'modules_target_{module_name}': averaged})

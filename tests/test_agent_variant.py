@@ -1,13 +1,15 @@
-"""A researcher's new DROL variant is one new file (issue 9).
+"""A researcher's new DROL variant is one new file (issue 9, 15.5).
 
-The variant is a copy of agents/drol.py whose routing pulls the two nearest candidates (soft
-top-2: the nearest gets ``top2_weight`` of the behaviour-cloning pull, the second the rest), with
-its own hyperparameter, its own check and its own progress metric. It lives in a temp folder and
-trains through main.py with no file under drol_jax/ changed.
+The variant is the file a user would write: it imports DROL's agent file, subclasses its agent
+and reuses its pure helpers. Its routing pulls the two nearest candidates (soft top-2: the
+nearest gets ``top2_weight`` of the behaviour-cloning pull, the second the rest), with its own
+hyperparameter, its own check and its own progress metric. It lives in a temp folder and trains
+through main.py with no file under drol_jax/ changed.
 """
 
 import json
 import os
+import textwrap
 from pathlib import Path
 
 import jax
@@ -19,70 +21,79 @@ from helpers import REPO, TINY, agent_file, one_line_error, read_csv_rows, run_m
 from drol_jax.errors import ConfigError
 from drol_jax.hyperparameters import check_agent_config
 
-# (anchor in agents/drol.py, replacement): each anchor must occur exactly once.
-EDITS = [
-    (
-        "            agent_name='drol',\n",
-        "            agent_name='drol_top2',\n"
-        '            top2_weight=0.75,  # Share of the BC pull on the nearest candidate.\n',
-    ),
-    (
-        "    'q_coef': at_least(0),\n}\n",
-        "    'q_coef': at_least(0),\n    'top2_weight': in_interval(0.5, 1),\n}\n",
-    ),
-    (
-        "PROGRESS_METRICS = ('critic/critic_loss', 'actor/bc_loss', 'actor/q')\n",
-        "PROGRESS_METRICS = ('critic/critic_loss', 'actor/bc_loss', 'actor/second_distance')\n",
-    ),
-    (
-        '    normalize_q_loss: bool,\n) -> tuple[jax.Array, dict[str, jax.Array]]:\n',
-        '    normalize_q_loss: bool,\n'
-        '    top2_weight: float,\n'
-        ') -> tuple[jax.Array, dict[str, jax.Array]]:\n',
-    ),
-    (
-        '    # Learning pass: recompute only the winners, with gradients.\n'
-        '    winner_latents = jnp.take_along_axis(latents, winners[:, None, None], axis=1)[:, 0]\n'
-        '    winner_actions = jnp.clip(policy(winner_latents), -1, 1)\n'
-        '    bc_loss = jnp.mean((winner_actions - actions) ** 2)\n',
-        '    # Learning pass (soft top-2): the two nearest candidates, recomputed with gradients;\n'
-        '    # the nearest gets top2_weight of the BC pull, the second the rest.\n'
-        '    num_pulled = min(2, num_candidates)\n'
-        '    _, nearest = jax.lax.top_k(-distances, num_pulled)  # (N, 2), nearest first\n'
-        '    pull = jnp.array([top2_weight, 1.0 - top2_weight])[:num_pulled]\n'
-        '    pull = pull / pull.sum()\n'
-        '    pulled_latents = jnp.take_along_axis(latents, nearest[..., None], axis=1)\n'
-        '    pulled = jnp.clip(jax.vmap(policy, in_axes=1, out_axes=1)(pulled_latents), -1, 1)\n'
-        '    bc_loss = jnp.mean(jnp.mean((pulled - actions[:, None]) ** 2, axis=-1) @ pull)\n'
-        '    winner_actions = pulled[:, 0]\n',
-    ),
-    (
-        "        'candidate_spread': candidate_spread(candidates),\n",
-        "        'candidate_spread': candidate_spread(candidates),\n"
-        "        'second_distance': jnp.take_along_axis(distances, nearest[:, -1:], 1).mean(),\n",
-    ),
-    (
-        "            normalize_q_loss=self.config['normalize_q_loss'],\n        )\n",
-        "            normalize_q_loss=self.config['normalize_q_loss'],\n"
-        "            top2_weight=self.config['top2_weight'],\n        )\n",
-    ),
-]
+VARIANT = textwrap.dedent(
+    '''
+    """DROL with soft top-2 routing: the two nearest candidates share the behaviour-cloning pull."""
+
+    import jax
+    import jax.numpy as jnp
+
+    from agents import drol
+    from drol_jax.hyperparameters import in_interval
 
 
-def variant_source() -> str:
-    source = Path(REPO, 'agents', 'drol.py').read_text()
-    for anchor, replacement in EDITS:
-        assert source.count(anchor) == 1, f'agents/drol.py changed; update this edit: {anchor!r}'
-        source = source.replace(anchor, replacement)
-    return source.replace(
-        '"""DROL: Dynamic Routing', '"""DROL with soft top-2 routing, from DROL:', 1
-    )
+    def get_config():
+        """DROL's defaults plus the share of the pull on the nearest candidate."""
+        config = drol.get_config()
+        config.agent_name = 'drol_top2'
+        config.top2_weight = 0.75
+        return config
+
+
+    HYPERPARAMETER_CHECKS = {**drol.HYPERPARAMETER_CHECKS, 'top2_weight': in_interval(0.5, 1)}
+    PROGRESS_METRICS = ('critic/critic_loss', 'actor/bc_loss', 'actor/second_distance')
+
+
+    def soft_top2_loss(policy, q_values, latents, actions, *, top2_weight, **settings):
+        """DROL's actor loss with the BC pull shared by the two nearest candidates.
+
+        The nearest gets ``top2_weight`` of the pull, the second the rest; the Q term pushes the
+        nearest, as in DROL. ``settings``: bc_coef, q_coef, actor_q_agg, normalize_q_loss.
+        """
+        candidates, distances, winners = drol.routing_pass(policy, latents, actions)
+        num_pulled = min(2, latents.shape[1])
+        _, nearest = jax.lax.top_k(-distances, num_pulled)  # (N, 2), nearest first.
+        pull = jnp.array([top2_weight, 1.0 - top2_weight])[:num_pulled]
+        pull = pull / pull.sum()
+        pulled_latents = jnp.take_along_axis(latents, nearest[..., None], axis=1)
+        pulled = jnp.clip(jax.vmap(policy, in_axes=1, out_axes=1)(pulled_latents), -1, 1)
+        bc_loss = jnp.mean(jnp.mean((pulled - actions[:, None]) ** 2, axis=-1) @ pull)
+        q_loss, q = drol.q_term(
+            q_values(pulled[:, 0]), settings['actor_q_agg'], settings['normalize_q_loss']
+        )
+        loss = settings['bc_coef'] * bc_loss + settings['q_coef'] * q_loss
+        return loss, {
+            'actor_loss': loss,
+            'bc_loss': bc_loss,
+            'q_loss': q_loss,
+            'q': q.mean(),
+            **drol.routing_diagnostics(candidates, distances, winners),
+            'second_distance': jnp.take_along_axis(distances, nearest[:, -1:], 1).mean(),
+        }
+
+
+    class DROLTop2Agent(drol.DROLAgent):
+        """DROL whose actor loss is the soft top-2 one; everything else is DROL's."""
+
+        def routed_loss(self, batch, grad_params, latents):
+            """Soft top-2 routing on the K latents per state."""
+            policy, q_values = self.actor_loss_networks(batch['observations'], grad_params)
+            return soft_top2_loss(
+                policy,
+                q_values,
+                latents,
+                batch['actions'],
+                top2_weight=self.config['top2_weight'],
+                **drol.actor_loss_settings(self.config),
+            )
+    '''
+)
 
 
 @pytest.fixture(scope='module')
 def variant_path(tmp_path_factory):
     path = tmp_path_factory.mktemp('variant') / 'drol_top2.py'
-    path.write_text(variant_source())
+    path.write_text(VARIANT)
     return str(path)
 
 
@@ -93,6 +104,7 @@ def test_the_library_does_not_know_the_variant():
 
 def test_variant_declares_its_check_and_progress_metric(variant_path):
     variant = agent_file(variant_path)
+    assert variant.agent_class.__name__ == 'DROLTop2Agent'  # DROL's class is not a candidate.
     config = variant.default_config()
     assert config.agent_name == 'drol_top2' and config.top2_weight == 0.75
     assert 'actor/second_distance' in variant.progress_metrics
@@ -101,19 +113,23 @@ def test_variant_declares_its_check_and_progress_metric(variant_path):
     with pytest.raises(ConfigError) as raised:
         check_agent_config(config, variant.hyperparameter_checks)
     assert str(raised.value) == '--agent.top2_weight must be in [0.5, 1], got 0.2.'
+    # DROL's own checks come with it.
+    config.top2_weight, config.num_candidates = 0.6, 0
+    with pytest.raises(ConfigError, match='--agent.num_candidates must be an integer >= 1'):
+        check_agent_config(config, variant.hyperparameter_checks)
 
 
 def soft_loss(module, latents, actions, top2_weight, q_coef=0.0):
-    return module.routed_actor_loss(
-        policy=lambda x: x,
-        q_values=lambda a: jnp.stack([a.sum(-1), a.sum(-1) + 1.0]),
-        latents=latents,
-        actions=actions,
+    return module.soft_top2_loss(
+        lambda x: x,
+        lambda a: jnp.stack([a.sum(-1), a.sum(-1) + 1.0]),
+        latents,
+        actions,
+        top2_weight=top2_weight,
         bc_coef=1.0,
         q_coef=q_coef,
         actor_q_agg='min',
         normalize_q_loss=True,
-        top2_weight=top2_weight,
     )
 
 
@@ -144,7 +160,7 @@ def test_top2_weight_one_is_drol(variant_path):
 
     @jax.jit
     def both(z):
-        ours = soft_loss(module, z, actions, 1.0, q_coef=1.0)[0]
+        ours = soft_loss(module, z, actions, 1.0, q_coef=1.0)
         reference = drol.routed_actor_loss(
             policy=lambda x: x,
             q_values=lambda a: jnp.stack([a.sum(-1), a.sum(-1) + 1.0]),
@@ -154,13 +170,16 @@ def test_top2_weight_one_is_drol(variant_path):
             q_coef=1.0,
             actor_q_agg='min',
             normalize_q_loss=True,
-        )[0]
+        )
         return ours, reference
 
-    ours, reference = both(latents)
+    (ours, info), (reference, drol_info) = both(latents)
     np.testing.assert_allclose(ours, reference, rtol=1e-6)
-    grad_ours = jax.jit(jax.grad(lambda z: both(z)[0]))(latents)
-    grad_reference = jax.jit(jax.grad(lambda z: both(z)[1]))(latents)
+    assert set(info) - set(drol_info) == {'second_distance'}
+    for name, value in drol_info.items():
+        np.testing.assert_allclose(info[name], value, rtol=1e-6, err_msg=name)
+    grad_ours = jax.jit(jax.grad(lambda z: both(z)[0][0]))(latents)
+    grad_reference = jax.jit(jax.grad(lambda z: both(z)[1][0]))(latents)
     np.testing.assert_allclose(grad_ours, grad_reference, rtol=1e-5, atol=1e-7)
 
 

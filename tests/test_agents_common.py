@@ -1,13 +1,24 @@
 """Every agent file in agents/: the interface, its conventions, compile-once updates, TD learning,
-and the official ``temperature`` semantics (issues 2, 9, 10.4 and 16)."""
+the official ``temperature`` semantics, and the official use of seeds and keys (issues 2, 9,
+10.4, 14.2 and 16)."""
 
+import chex
 import jax
 import numpy as np
 import pytest
-from helpers import AGENT_IDS, AGENT_PATHS, agent_file, create_agent, tiny_agent, toy_dataset
+import references
+from helpers import (
+    AGENT_IDS,
+    AGENT_PATHS,
+    agent_file,
+    create_agent,
+    tiny_agent,
+    toy_dataset,
+    with_config,
+)
 
 from drol_jax import presets
-from drol_jax.data import gather
+from drol_jax.data import gather, random_transitions
 from drol_jax.hyperparameters import check_agent_config
 
 pytestmark = pytest.mark.parametrize('path', AGENT_PATHS, ids=AGENT_IDS)
@@ -125,3 +136,96 @@ def test_temperature_acts_as_in_the_official_agents(path):
             np.testing.assert_array_equal(cold, warm)
             # The seed still matters: the policy is stochastic, not collapsed to z = 0.
             assert not np.array_equal(cold, other)
+
+
+def test_same_seed_gives_the_official_action(path):
+    """Issue 14.2: on shared parameters, a seed gives the action the official agent gives."""
+    tiny = tiny_agent(path)
+    name = tiny.config.agent_name
+    assert name in references.OFFICIAL_SAMPLE_ACTIONS, (
+        f'no reference of the official seed handling of {name!r}: add one to '
+        'OFFICIAL_SAMPLE_ACTIONS in tests/references.py.'
+    )
+    reference = references.OFFICIAL_SAMPLE_ACTIONS[name]
+    observations = toy_dataset()['observations'][:6]
+
+    @jax.jit
+    def ours_and_official(agent, seed, temperature):
+        return [
+            (
+                agent.sample_actions(obs, seed=seed, temperature=temperature),
+                reference(agent, obs, seed, temperature),
+            )
+            for obs in (observations, observations[0])
+        ]
+
+    for k, temperature in ((0, 0.0), (1, 1.0), (2, 1.0)):
+        for ours, official in ours_and_official(tiny.agent, jax.random.PRNGKey(k), temperature):
+            assert ours.shape == official.shape
+            np.testing.assert_allclose(ours, official, rtol=0, atol=1e-6)
+
+
+# The settings under which an agent's update is compared with the official one: options away
+# from their defaults, so that those are compared too. For DROL this is also the efficient loss
+# against the naive one (the reference differentiates through all N*K candidates): routing over
+# 4 candidates, 3 next-state candidates ranked by the mean Q, a 'min' TD target.
+UPDATE_SETTINGS = {
+    'drol': dict(
+        num_candidates=4,
+        critic_num_candidates=3,
+        critic_selection_q_agg='mean',
+        q_agg='min',
+        bc_coef=0.7,
+        q_coef=1.3,
+    ),
+}
+
+
+# Metrics our agents log beyond the official ones (under names the official agents do not use).
+OUR_EXTRA_METRICS = {'drol': {'critic/target_mean'}, 'fql': {'critic/target_mean'}}
+
+
+def assert_trees_close(ours, official, rtol=1e-5):
+    """Leaf by leaf, to ``rtol`` of the tree's largest entry (float32 sums differ at the end)."""
+    scale = max(float(np.max(np.abs(x))) for x in jax.tree_util.tree_leaves(official))
+    chex.assert_trees_all_close(ours, official, rtol=rtol, atol=rtol * scale)
+
+
+def test_same_key_gives_the_official_update(path):
+    """Same parameters, batch and agent key: the official update (parameters, optimizer state,
+    next key and every official metric, by name and value). The optimizer state holds the
+    gradient's moments, so it compares the gradients too (Adam's first step barely depends on
+    their size)."""
+    tiny = tiny_agent(path)
+    name = tiny.config.agent_name
+    if name not in references.OFFICIAL_TOTAL_LOSS:
+        pytest.skip(f'no reference of the official total loss of {name!r} in tests/references.py')
+    reference = references.OFFICIAL_TOTAL_LOSS[name]
+    agent = with_config(tiny.agent, **UPDATE_SETTINGS.get(name, {}))
+    # Most transitions bootstrap (mask 1), so the target critic's path counts.
+    batch = random_transitions(tiny.config.batch_size, 2, 2, seed=3)
+
+    @jax.jit
+    def ours_and_official(agent):
+        return agent.update(batch), references.official_update(agent, batch, reference)
+
+    (updated, info), (params, opt_state, rng, official_info) = ours_and_official(agent)
+    np.testing.assert_array_equal(updated.rng, rng)
+    assert_trees_close(updated.network.params, params)
+    # Target networks average the networks as they were before the step: the same arithmetic
+    # on the same inputs, so equal to the bit (the later online network would differ by about
+    # tau * lr, far inside the tolerance above).
+    for module in (m for m in params if m.startswith('modules_target_')):
+        jax.tree_util.tree_map(
+            np.testing.assert_array_equal, updated.network.params[module], params[module]
+        )
+    adam, official_adam = updated.network.opt_state[0], opt_state[0]
+    assert int(adam.count) == int(official_adam.count) == 1
+    assert_trees_close(adam.mu, official_adam.mu)
+    assert_trees_close(adam.nu, official_adam.nu)
+    # Every official metric under its official name; ours only add their own.
+    assert set(official_info) <= set(info), set(official_info) - set(info)
+    assert set(info) - set(official_info) == OUR_EXTRA_METRICS.get(name, set())
+    chex.assert_trees_all_close(
+        {k: info[k] for k in official_info}, official_info, rtol=1e-5, atol=1e-6
+    )

@@ -1,12 +1,17 @@
-"""Parameters move both ways between our agents and the official DROL/FQL code (issue 10.5).
+"""Parameters move both ways between our agents and the official DROL/FQL code (issues 10.5, 14.1).
 
 The official agents keep their networks in a ``ModuleDict`` (``modules_<name>``), build each
 policy head as ``ActorVectorField`` (an ``mlp`` of Dense + GELU layers on the concatenation of
 observation, latent or noisy action, then time) and each critic as ``Value`` (an ensemblized
-``value_net`` MLP with LayerNorm, on observation then action); their checkpoints are pickles of
-``{'agent': flax.serialization.to_state_dict(agent)}`` named ``params_<step>.pkl``.
+``value_net`` MLP with LayerNorm, on observation then action). Their agent is a
+``flax.struct.PyTreeNode`` with ``rng``, ``network`` (a ``TrainState`` with ``step`` (1 at
+creation), ``params`` and ``opt_state``; the official DROL's also has a ``model_state`` field,
+an empty dict) and a static ``config``. Their checkpoints are pickles of
+``{'agent': flax.serialization.to_state_dict(agent)}`` named ``params_<step>.pkl``. All of this
+is written out below, as the official files lay it out.
 """
 
+import functools
 import os
 import pickle
 from collections.abc import Sequence
@@ -17,8 +22,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
-from helpers import AGENT_IDS, AGENT_PATHS, REPO, agent_file, create_agent, small_config, tiny_agent
+import references
+from helpers import REPO, agent_file, create_agent, small_config, tiny_agent
 
 from drol_jax import checkpoints
 from drol_jax.errors import UserError
@@ -121,6 +128,100 @@ def module_inputs(with_time: bool, num=5, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------
+# The official agent and train state, field by field.
+
+
+class OfficialModuleDict(nn.Module):
+    modules: dict[str, nn.Module]
+
+    @nn.compact
+    def __call__(self, *args, name=None, **kwargs):
+        if name is None:
+            return {key: self.modules[key](*value) for key, value in kwargs.items()}
+        return self.modules[name](*args, **kwargs)
+
+
+def static():
+    return flax.struct.field(pytree_node=False)
+
+
+class OfficialTrainState(flax.struct.PyTreeNode):
+    """The official FQL train state's fields (the official DROL's adds ``model_state``)."""
+
+    step: int
+    apply_fn: Any = static()
+    model_def: Any = static()
+    params: Any
+    tx: Any = static()
+    opt_state: Any
+
+    def __call__(self, *args, params=None, **kwargs):
+        variables = {'params': self.params if params is None else params}
+        variables.update(getattr(self, 'model_state', {}))
+        return self.apply_fn(variables, *args, **kwargs)
+
+    def select(self, name):
+        return functools.partial(self, name=name)
+
+
+class OfficialDROLTrainState(OfficialTrainState):
+    model_state: Any = flax.core.FrozenDict()
+
+
+class OfficialAgent(flax.struct.PyTreeNode):
+    rng: Any
+    network: Any
+    config: Any = static()
+
+
+# Per agent: the official networks (in the official order) and train state.
+OFFICIAL_LAYOUTS = {
+    'drol': (('critic', 'target_critic', 'actor_onestep_flow'), OfficialDROLTrainState),
+    'fql': (
+        ('critic', 'target_critic', 'actor_bc_flow', 'actor_onestep_flow'),
+        OfficialTrainState,
+    ),
+}
+
+
+@functools.cache
+def official_agent(config, seed):
+    """An agent with the official layout for the toy sizes, its networks freshly initialised."""
+    names, train_state = OFFICIAL_LAYOUTS[config['agent_name']]
+    modules = official_modules(config)
+    network_def = OfficialModuleDict({name: modules[name][0].clone() for name in names})
+    inputs = {name: module_inputs(modules[name][1], num=1) for name in names}
+    rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+    tx = optax.adam(config['lr'])
+
+    @jax.jit  # Compiled as a whole: op-by-op initialisation takes seconds.
+    def init(init_rng):
+        params = network_def.init(init_rng, **inputs)['params']
+        params['modules_target_critic'] = params['modules_critic']
+        return params, tx.init(params)
+
+    params, opt_state = init(init_rng)
+    network = train_state(
+        step=1,  # A Python int, as in the official train state.
+        apply_fn=network_def.apply,
+        model_def=network_def,
+        params=params,
+        tx=tx,
+        opt_state=opt_state,
+    )
+    return OfficialAgent(rng, network, config)
+
+
+def structure(state):
+    """``{path: shape}`` of a state dict, empty dicts included (``None``)."""
+    flat = flax.traverse_util.flatten_dict(state, keep_empty_nodes=True, sep='/')
+    return {
+        path: None if leaf is flax.traverse_util.empty_node else np.shape(leaf)
+        for path, leaf in flat.items()
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Exact parameter paths.
 
 
@@ -176,10 +277,13 @@ OFFICIAL_TREES = {
 def test_parameter_paths_are_the_official_ones(name):
     agent, paths = param_paths(os.path.join(REPO, 'agents', f'{name}.py'))
     assert paths == OFFICIAL_TREES[name]
-    # The whole agent's state dict has the official layout too.
+    # The whole agent's state dict has the official fields too.
     state = flax.serialization.to_state_dict(agent)
     assert set(state) == {'rng', 'network'}
-    assert set(state['network']) == {'step', 'params', 'opt_state'}
+    official_fields = {'step', 'params', 'opt_state'}
+    if OFFICIAL_LAYOUTS[name][1] is OfficialDROLTrainState:
+        official_fields.add('model_state')
+    assert set(state['network']) == official_fields
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,59 +314,44 @@ def both_outputs(agent):
     return our_outputs(agent), official_outputs(agent.config, agent.network.params)
 
 
-# The agents whose official networks this file writes out; the other agents' layouts (Gaussian
-# actor, state value, log-parameter) are tested both ways in their own test files.
-WRITTEN_OUT = [p for p in AGENT_PATHS if os.path.basename(p)[:-3] in OFFICIAL_TREES]
-
-
-@pytest.mark.parametrize('path', WRITTEN_OUT, ids=[os.path.basename(p)[:-3] for p in WRITTEN_OUT])
-def test_official_params_pickle_restores_and_computes_the_same_function(path, tmp_path):
-    source = tiny_agent(path).agent
-    # Every network of the agent is one of the official ones, with the official structure.
-    names = {k.removeprefix('modules_') for k in source.network.params}
-    modules = official_modules(source.config)
-    assert names <= set(modules), names
-    for name in names:
-        module, with_time = modules[name]
-        official = jax.eval_shape(module.init, jax.random.PRNGKey(0), *module_inputs(with_time))
-        ours = source.network.params[f'modules_{name}']
-        assert jax.tree_util.tree_structure(official['params']) == jax.tree_util.tree_structure(
-            ours
-        ), name
-        assert jax.tree_util.tree_map(np.shape, official['params']) == jax.tree_util.tree_map(
-            np.shape, ours
-        ), name
-
+@pytest.mark.parametrize('name', sorted(OFFICIAL_LAYOUTS))
+def test_official_parameter_file_restores_and_gives_the_official_actions(name, tmp_path):
+    ours = tiny_agent(os.path.join(REPO, 'agents', f'{name}.py')).agent
+    official = official_agent(ours.config, seed=5)
+    # Every network of the agent is the official one, with the official structure.
+    assert set(ours.network.params) == set(official.network.params)
+    assert jax.tree_util.tree_map(np.shape, ours.network.params) == jax.tree_util.tree_map(
+        np.shape, official.network.params
+    )
     # An official checkpoint file: params_<step>.pkl holding {'agent': state dict}.
     with open(tmp_path / 'params_7.pkl', 'wb') as f:
-        pickle.dump({'agent': flax.serialization.to_state_dict(source)}, f)
-    fresh = create_agent(path, tiny_agent(path).config, seed=5)
-    pairs = zip(
-        jax.tree_util.tree_leaves(fresh.network.params),
-        jax.tree_util.tree_leaves(source.network.params),
-        strict=True,
-    )
-    assert not all(np.array_equal(a, b) for a, b in pairs)
-    restored = checkpoints.restore_agent(fresh, str(tmp_path), 7)
+        pickle.dump({'agent': flax.serialization.to_state_dict(official)}, f)
+    restored = checkpoints.restore_agent(ours, str(tmp_path), 7)
     jax.tree_util.tree_map(
-        np.testing.assert_array_equal, restored.network.params, source.network.params
+        np.testing.assert_array_equal, restored.network.params, official.network.params
     )
+    assert restored.network.step.dtype == ours.network.step.dtype  # Not the official int.
     observations = module_inputs(False)[0]
+    official_actions = jax.jit(references.OFFICIAL_SAMPLE_ACTIONS[name])
     for k in range(2):
-        key = jax.random.PRNGKey(k)
-        np.testing.assert_array_equal(
-            restored.sample_actions(observations, seed=key),
-            source.sample_actions(observations, seed=key),
+        seed = jax.random.PRNGKey(k)
+        np.testing.assert_allclose(
+            restored.sample_actions(observations, seed=seed),
+            official_actions(official, observations, seed),
+            rtol=0,
+            atol=1e-6,
         )
     # The same parameters compute the same function in the official modules.
-    ours, official = both_outputs(restored)
-    assert set(ours) == names
-    for name in names:
-        np.testing.assert_allclose(ours[name], official[name], rtol=1e-6, atol=1e-6)
+    names = {k.removeprefix('modules_') for k in ours.network.params}
+    mine, theirs = both_outputs(restored)
+    assert set(mine) == names
+    for network in names:
+        np.testing.assert_allclose(mine[network], theirs[network], rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize('path', AGENT_PATHS, ids=AGENT_IDS)
-def test_export_writes_our_checkpoint_as_an_official_pickle(path, tmp_path, capsys):
+@pytest.mark.parametrize('name', sorted(OFFICIAL_LAYOUTS))
+def test_export_writes_the_official_file_of_our_checkpoint(name, tmp_path, capsys):
+    path = os.path.join(REPO, 'agents', f'{name}.py')
     # A two-seed run's checkpoint, written as a run writes it (one folder per seed).
     seeds = [create_agent(path, tiny_agent(path).config, seed=s) for s in (1, 2)]
     folders = RunFolders(str(tmp_path), 't', 'toy-multimodal', 'x', [1, 2])
@@ -274,16 +363,21 @@ def test_export_writes_our_checkpoint_as_an_official_pickle(path, tmp_path, caps
     written = capsys.readouterr().out.strip()
     assert written == str(tmp_path / 'official' / 'params_20.pkl')  # The latest step.
     with open(written, 'rb') as f:
-        state = pickle.load(f)['agent']
-    assert set(state) == {'rng', 'network'}
-    # The official code restores it with from_state_dict into its agent: the second seed.
-    params = state['network']['params']
-    jax.tree_util.tree_map(np.testing.assert_array_equal, params, seeds[1].network.params)
-    ours, official = jax.jit(lambda a, p: (our_outputs(a), official_outputs(a.config, p)))(
-        seeds[1], params
+        exported = pickle.load(f)['agent']
+    # Exactly the official structure: every field, array and shape, nothing more.
+    official = official_agent(seeds[1].config, seed=5)
+    assert structure(exported) == structure(flax.serialization.to_state_dict(official))
+    # The official code restores it with from_state_dict into its agent: the second seed,
+    # which then acts as ours does.
+    restored = flax.serialization.from_state_dict(official, exported)
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, restored.network.params, seeds[1].network.params
     )
-    for name in ours:
-        np.testing.assert_allclose(ours[name], official[name], rtol=1e-6, atol=1e-6)
+    observations = module_inputs(False)[0]
+    seed = jax.random.PRNGKey(3)
+    theirs = jax.jit(references.OFFICIAL_SAMPLE_ACTIONS[name])(restored, observations, seed)
+    mine = seeds[1].sample_actions(observations, seed=seed)
+    np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-6)
     # An explicit step; a folder without checkpoints is a one-line error.
     argv = ['export', run_dir, '--step', '20', '--out', str(tmp_path / 'explicit')]
     assert checkpoints.main(argv) == 0
@@ -292,22 +386,46 @@ def test_export_writes_our_checkpoint_as_an_official_pickle(path, tmp_path, caps
     assert 'error: no checkpoint' in capsys.readouterr().err
 
 
+def restore_error(agent, state, tmp_path) -> str:
+    """The one-line error of restoring ``state`` (an official file's content) into ``agent``."""
+    with open(tmp_path / 'params_1.pkl', 'wb') as f:
+        pickle.dump({'agent': state}, f)
+    with pytest.raises(UserError, match='do not fit this agent') as raised:
+        checkpoints.restore_agent(agent, str(tmp_path), 1)
+    message = str(raised.value)
+    assert '\n' not in message.strip()
+    return message
+
+
 def test_parameters_of_another_agent_are_a_one_line_error(tmp_path):
     drol, fql = (os.path.join(REPO, 'agents', f'{name}.py') for name in ('drol', 'fql'))
-    with open(tmp_path / 'params_1.pkl', 'wb') as f:
-        pickle.dump({'agent': flax.serialization.to_state_dict(tiny_agent(drol).agent)}, f)
-    with pytest.raises(UserError, match='do not fit this agent') as raised:
-        checkpoints.restore_agent(tiny_agent(fql).agent, str(tmp_path), 1)
-    assert '\n' not in str(raised.value).strip()
+    state = flax.serialization.to_state_dict(tiny_agent(drol).agent)
+    message = restore_error(tiny_agent(fql).agent, state, tmp_path)
+    assert 'the file lacks network/params/modules_actor_bc_flow' in message
+    assert 'the agent has no network/model_state' in message
+    assert 'parameters of another agent?' in message
+    assert 'network sizes' not in message
 
 
 def test_parameters_of_other_network_sizes_are_a_one_line_error(tmp_path):
-    path = AGENT_PATHS[0]
-    with open(tmp_path / 'params_1.pkl', 'wb') as f:
-        pickle.dump({'agent': flax.serialization.to_state_dict(tiny_agent(path).agent)}, f)
+    path = os.path.join(REPO, 'agents', 'fql.py')
     wider = small_config(agent_file(path).default_config())
     wider.actor_hidden_dims = wider.value_hidden_dims = (64,)
     ex = np.zeros((1, TOY_OBS_DIM), np.float32), np.zeros((1, ACTION_DIM), np.float32)
     other = jax.eval_shape(lambda o, a: agent_file(path).agent_class.create(0, o, a, wider), *ex)
-    with pytest.raises(UserError, match='do not fit this agent'):
-        checkpoints.restore_agent(other, str(tmp_path), 1)
+    state = flax.serialization.to_state_dict(tiny_agent(path).agent)
+    message = restore_error(other, state, tmp_path)
+    kernel = 'network/params/modules_actor_bc_flow/mlp/Dense_0/kernel'
+    assert (
+        'shapes differ: ' in message and f'{kernel} is (5, 32) in the file, (5, 64) here' in message
+    )
+    assert 'other network sizes' in message and 'another agent' not in message
+
+
+def test_a_missing_train_state_field_is_named_and_not_blamed_on_the_networks(tmp_path):
+    """The official DROL file read by a DROL without ``model_state`` (the bug of issue 14.1)."""
+    drol = tiny_agent(os.path.join(REPO, 'agents', 'drol.py')).agent
+    state = flax.serialization.to_state_dict(drol)
+    del state['network']['model_state']
+    message = restore_error(drol, state, tmp_path)
+    assert message.endswith('do not fit this agent: the file lacks network/model_state.')

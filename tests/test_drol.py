@@ -1,18 +1,23 @@
-"""DROL's routing, winner-only gradients, exactness of the efficient loss, the prior, inference,
-and the separated-regions behaviour of routed BC (issue 2, tests 1-4 and 7)."""
+"""DROL's routing, winner-only gradients, the prior, the official inference options and option
+checks, and the separated-regions behaviour of routed BC (issues 2, 16.4).
+
+The efficient loss (winners recomputed) is compared with the official naive formulation, which
+differentiates through all N*K candidates (values, gradients, every metric by name and value,
+the next-state options), through a whole update in test_agents_common.py
+(test_same_key_gives_the_official_update)."""
 
 import os
 
-import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import references
 from helpers import (
     REPO,
     agent_file,
-    create,
     interval_dataset,
+    run_main,
     small_config,
     tiny_agent,
     toy_dataset,
@@ -20,8 +25,8 @@ from helpers import (
     with_config,
 )
 
-from drol_jax.data import random_transitions
-from drol_jax.networks import aggregate_ensemble
+from drol_jax.errors import ConfigError
+from drol_jax.hyperparameters import check_agent_config
 
 DROL_PATH = os.path.join(REPO, 'agents', 'drol.py')
 drol = agent_file(DROL_PATH).module
@@ -33,7 +38,33 @@ def test_defaults_match_the_paper():
     assert config.agent_name == 'drol'
     assert config.num_candidates == 16 and config.critic_num_candidates == 1
     assert config.bc_coef == 1.0 and config.q_coef == 1.0 and config.normalize_q_loss
-    assert config.actor_q_agg == 'min' and config.inference_num_candidates == 1
+    assert config.actor_q_agg == 'min'
+    # The official agent's remaining options, with its defaults (off: one latent, one pass).
+    assert config.critic_selection_q_agg == 'min'
+    assert not config.inference_best_of_n and config.inference_num_samples == 32
+    assert not config.inference_use_density_filter and config.inference_dense_topk == 8
+    assert config.inference_q_agg == 'mean'
+    assert 'inference_num_candidates' not in config  # One way to say best-of-N.
+
+
+@pytest.mark.parametrize(
+    'name, value, requirement',
+    [
+        ('critic_selection_q_agg', 'max', "'mean' or 'min'"),
+        ('inference_best_of_n', 'yes', 'True or False'),
+        ('inference_num_samples', 0, 'an integer >= 1 (N, candidates for best-of-N)'),
+        ('inference_use_density_filter', 'on', 'True or False'),
+        ('inference_dense_topk', 0, 'an integer >= 1'),
+        ('inference_q_agg', 'median', "'mean' or 'min'"),
+    ],
+)
+def test_official_options_are_checked(name, value, requirement):
+    file = agent_file(DROL_PATH)
+    # A plain dict: a ConfigDict would refuse the wrong types before the check sees them.
+    config = {**file.default_config().to_dict(), name: value}
+    with pytest.raises(ConfigError) as raised:
+        check_agent_config(config, file.hyperparameter_checks)
+    assert str(raised.value) == f'--agent.{name} must be {requirement}, got {value!r}.'
 
 
 def test_distances_are_per_dimension_means():
@@ -69,12 +100,14 @@ def test_routing_ties_go_to_lowest_index():
 def test_routing_balance_and_spread():
     winners = jnp.array([0, 0, 1, 1])
     balance = drol.routing_balance(winners, 4)
-    np.testing.assert_allclose(balance['winner_entropy'], np.log(2), rtol=1e-6)
-    np.testing.assert_allclose(balance['winner_max_share'], 0.5)
+    np.testing.assert_allclose(balance['best_idx_entropy'], np.log(2), rtol=1e-6)
+    np.testing.assert_allclose(balance['best_idx_max_prob'], 0.5)
     candidates = jnp.array([[[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]])
     # Pairwise per-dimension squared distances: 0.5, 0.5, 1.0 -> mean 2/3.
     np.testing.assert_allclose(drol.candidate_spread(candidates), 2 / 3, rtol=1e-6)
     assert float(drol.candidate_spread(candidates[:, :1])) == 0.0
+    # Per-dimension squared distances to the mean (1/3, 1/3): 1/9, 5/18, 5/18 -> mean 2/9.
+    np.testing.assert_allclose(drol.candidate_divergence(candidates), 2 / 9, rtol=1e-6)
 
 
 def test_winner_only_gradient_wrt_candidate_outputs():
@@ -107,83 +140,10 @@ def test_winner_only_gradient_wrt_candidate_outputs():
                 assert np.all(grads[i, j] == 0.0), (i, j)
 
 
-# ---------------------------------------------------------------------------------------------
-# The efficient loss (winners recomputed) against differentiating through all N*K candidates.
-
-OBS_DIM, ACTION_DIM = 9, 4
-
-
-def naive_actor_loss(agent, batch, params, rng):
-    """Reference: differentiate through all N*K clipped candidates, no vmap, no recompute."""
-    config = agent.config
-    observations, actions = batch['observations'], batch['actions']
-    n, d = actions.shape
-    k = config['num_candidates']
-    latents = drol.sample_ball_prior(rng, (n, k), d)
-    tiled = jnp.repeat(observations[:, None, :], k, axis=1).reshape(n * k, -1)
-    actor = agent.network.select('actor_onestep_flow')
-    raw = actor(tiled, latents.reshape(n * k, d), params=params)
-    candidates = jnp.clip(raw.reshape(n, k, d), -1, 1)
-    distances = jnp.mean((candidates - actions[:, None, :]) ** 2, axis=-1)
-    winners = jnp.argmin(jax.lax.stop_gradient(distances), axis=-1)
-    bc_loss = jnp.mean(distances[jnp.arange(n), winners])
-    winner_actions = candidates[jnp.arange(n), winners]
-    q_all = agent.network.select('critic')(
-        observations, winner_actions, params=jax.lax.stop_gradient(params)
-    )
-    q = aggregate_ensemble(q_all, config['actor_q_agg'])
-    q_loss = -q.mean() * jax.lax.stop_gradient(1.0 / jnp.maximum(jnp.abs(q).mean(), 1e-6))
-    return config['bc_coef'] * bc_loss + config['q_coef'] * q_loss
-
-
-@jax.jit
-def efficient_and_naive(agent, batch, rng):
-    """(value, gradients) of the agent's actor loss and of the naive reference, in one program."""
-    params = agent.network.params
-    efficient = jax.value_and_grad(lambda p: agent.actor_loss(batch, p, rng)[0])(params)
-    naive = jax.value_and_grad(lambda p: naive_actor_loss(agent, batch, p, rng))(params)
-    return efficient, naive
-
-
-def routing_agent(num_candidates, seed):
-    """A tiny DROL agent for OBS_DIM/ACTION_DIM; K changes no parameter, only the config."""
-    config = small_config(drol.get_config(), bc_coef=0.7, q_coef=1.3)
-    ex_obs = np.zeros((1, OBS_DIM), np.float32)
-    ex_act = np.zeros((1, ACTION_DIM), np.float32)
-    return with_config(
-        create(DROLAgent, config, seed, ex_obs, ex_act), num_candidates=num_candidates
-    )
-
-
-def test_actor_loss_gives_critic_no_gradient():
-    agent = routing_agent(4, seed=0)
-    batch = random_transitions(64, OBS_DIM, ACTION_DIM, seed=1)
-    (_, grads), _ = efficient_and_naive(agent, batch, jax.random.PRNGKey(2))
-    for name in ('modules_critic', 'modules_target_critic'):
-        leaves = jax.tree_util.tree_leaves(grads[name])
-        assert leaves and all(np.all(np.asarray(g) == 0.0) for g in leaves), name
-    actor_leaves = jax.tree_util.tree_leaves(grads['modules_actor_onestep_flow'])
-    assert any(np.any(np.asarray(g) != 0) for g in actor_leaves)
-
-
-@pytest.mark.parametrize('num_candidates', [1, 4, 16])
-def test_efficient_loss_equals_naive_reference(num_candidates):
-    for trial in range(2):
-        agent = routing_agent(num_candidates, seed=10 * num_candidates + trial)
-        # Wider actions than the actor's initial outputs so clipping and routing both matter.
-        batch = random_transitions(64, OBS_DIM, ACTION_DIM, seed=trial)
-        rng = jax.random.PRNGKey(100 + trial)
-        (efficient_value, efficient_grads), (naive_value, naive_grads) = efficient_and_naive(
-            agent, batch, rng
-        )
-        np.testing.assert_allclose(efficient_value, naive_value, rtol=1e-5)
-        scale = max(float(jnp.max(jnp.abs(g))) for g in jax.tree_util.tree_leaves(naive_grads))
-        chex.assert_trees_all_close(efficient_grads, naive_grads, rtol=1e-5, atol=1e-5 * scale)
-
-
 def test_prior_is_uniform_in_the_ball():
+    sample = jax.jit(drol.sample_ball_prior, static_argnums=(1, 2))
     for dim in (1, 2, 5):
-        z = np.asarray(drol.sample_ball_prior(jax.random.PRNGKey(dim), (40_000,), dim))
+        z = np.asarray(sample(jax.random.PRNGKey(dim), (40_000,), dim))
         radius = np.linalg.norm(z, axis=-1) / np.sqrt(dim)
         assert radius.max() <= 1.0 + 1e-6
         # Uniform in volume <=> (r / R)^d ~ U(0, 1): compare quantiles.
@@ -195,49 +155,75 @@ def test_prior_is_uniform_in_the_ball():
 
 
 # ---------------------------------------------------------------------------------------------
-# Inference and the critic's next-state candidates.
+# Inference: the official best-of-N and its density filter.
+
+BEST_OF_N = dict(inference_best_of_n=True, inference_use_density_filter=True)
+INFERENCE_CASES = [
+    BEST_OF_N,  # N = 32, the 8 densest, ranked by the mean Q.
+    dict(inference_best_of_n=True, inference_num_samples=8),  # No filter.
+    # More to keep (8) than candidates: all are kept; ranked by the min Q.
+    dict(BEST_OF_N, inference_num_samples=4, inference_q_agg='min'),
+    dict(inference_use_density_filter=True),  # Best-of-N off: the filter does nothing.
+]
 
 
-def test_best_of_n_inference_picks_highest_q():
-    agent = with_config(tiny_agent(DROL_PATH).agent, inference_num_candidates=8)
+def test_inference_options_match_the_official_sample_actions():
+    """Each option against the official ``sample_actions``, on a batch and for one state."""
+    agents = [with_config(tiny_agent(DROL_PATH).agent, **o) for o in INFERENCE_CASES]
     observations = toy_dataset()['observations'][:16]
-    key = jax.random.PRNGKey(5)
-    chosen = np.asarray(agent.sample_actions(observations, seed=key))
+    # (case, observations): every case batched, and best-of-N unbatched (for one state the
+    # official agent adds a batch axis; the single pass is compared in test_agents_common.py).
+    inputs = [(i, observations) for i in range(len(agents))] + [(0, observations[0])]
 
     @jax.jit
-    def candidates_and_q(agent, observations):
-        # Recompute the 8 candidates with the same key and their pessimistic Q-values.
-        latents = drol.sample_ball_prior(key, (16, 8), 2)
-        tiled = jnp.repeat(observations[:, None], 8, axis=1)
-        candidates = jnp.clip(agent.network.select('actor_onestep_flow')(tiled, latents), -1, 1)
-        return candidates, agent.network.select('critic')(tiled, candidates).min(axis=0)
+    def ours_and_official(agents, seed):
+        # One program for every case, so that they compile together.
+        return [
+            (
+                agents[i].sample_actions(obs, seed=seed),
+                references.drol_sample_actions(agents[i], obs, seed),
+            )
+            for i, obs in inputs
+        ]
 
-    candidates, q = map(np.asarray, candidates_and_q(agent, observations))
-    np.testing.assert_allclose(chosen, candidates[np.arange(16), q.argmax(axis=1)], atol=1e-6)
+    for k in range(2):
+        results = ours_and_official(agents, jax.random.PRNGKey(k))
+        for (i, _), (ours, official) in zip(inputs, results, strict=True):
+            assert ours.shape == official.shape, INFERENCE_CASES[i]
+            np.testing.assert_allclose(ours, official, atol=1e-6, err_msg=str(INFERENCE_CASES[i]))
+        # Best-of-N with the density filter acts differently from the default single pass.
+        best_of_n, single_pass = results[0][0], results[len(agents) - 1][0]
+        assert np.abs(np.asarray(best_of_n) - np.asarray(single_pass)).max() > 1e-3
 
 
-def test_critic_with_several_next_candidates_keeps_the_best():
-    agent = with_config(tiny_agent(DROL_PATH).agent, critic_num_candidates=4, q_agg='min')
-    batch = random_transitions(32, 2, 2, seed=3)
-    rng = jax.random.PRNGKey(4)
+def test_density_filter_keeps_the_densest_candidates():
+    # Mean squared distances to the others: 0.287, 0.22, 0.647, 0.18.
+    candidates = jnp.array([[[0.0], [0.1], [0.9], [0.2]]])
+    np.testing.assert_allclose(drol.densest(candidates, 2), [[[0.2], [0.1]]])
+    np.testing.assert_allclose(drol.densest(candidates, 9), [[[0.2], [0.1], [0.0], [0.9]]])
 
-    @jax.jit
-    def loss_and_reference(agent, batch):
-        loss, info = agent.critic_loss(batch, agent.network.params, rng)
-        # The TD target uses the next candidate with the highest pessimistic target Q.
-        latents = drol.sample_ball_prior(rng, (32, 4), 2)
-        tiled = jnp.repeat(batch['next_observations'][:, None], 4, axis=1)
-        actor = agent.network.select('actor_onestep_flow')
-        next_actions = jnp.clip(actor(tiled, latents), -1, 1)
-        next_q = agent.network.select('target_critic')(tiled, next_actions)  # (E, N, C)
-        best = next_q.min(axis=0).argmax(axis=-1)
-        kept = next_q[:, jnp.arange(32), best].min(axis=0)
-        target = batch['rewards'] + agent.config['discount'] * batch['masks'] * kept
-        return loss, info['target_mean'], target.mean()
 
-    loss, target_mean, expected = loss_and_reference(agent, batch)
-    assert np.isfinite(float(loss))
-    np.testing.assert_allclose(float(target_mean), float(expected), rtol=1e-5, atol=1e-6)
+@pytest.mark.slow
+def test_best_of_n_with_the_density_filter_runs_through_main(tmp_path):
+    result = run_main(
+        '--agent=agents/drol.py',
+        '--agent.inference_best_of_n=True',
+        '--agent.inference_use_density_filter=True',
+        '--env_name=toy-multimodal',
+        '--offline_steps=20',
+        '--log_interval=10',
+        '--eval_interval=20',
+        '--eval_episodes=2',
+        f'--save_dir={tmp_path}',
+        '--agent.actor_hidden_dims=(32,32)',
+        '--agent.value_hidden_dims=(32,32)',
+        '--agent.batch_size=32',
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / 'debug' / 'toy-multimodal' / 'drol' / 'seed0'
+    flags = (run_dir / 'flags.json').read_text()
+    assert '"inference_use_density_filter": true' in flags
+    assert (run_dir / 'eval.csv').read_text().count('\n') == 3  # Header, steps 1 and 20.
 
 
 # ---------------------------------------------------------------------------------------------

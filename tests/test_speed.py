@@ -42,9 +42,9 @@ def test_fused_block_matches_host_loop(path):
     import chex
     import jax
     from helpers import tiny_agent
+    from references import host_loop_updates
 
     from drol_jax.data import random_transitions, to_device
-    from drol_jax.train import host_loop_updates
     from drol_jax.updates import make_train_block, stack_agents, unstack_agent
 
     tiny = tiny_agent(path)
