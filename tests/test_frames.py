@@ -1,5 +1,8 @@
 """Frames stored once; on-device frame stacks and crops against the host reference of FQL's."""
 
+import functools
+
+import gymnasium as gym
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +11,7 @@ import pytest
 from pixel_reference import PADDING, episode_initial_indices, reference_batch
 
 from drol_jax import frames
+from drol_jax.envs.frame_stack import make_stacked_env
 from drol_jax.errors import DatasetError
 
 EPISODE_LENGTHS = (1, 2, 5, 3, 4)  # Transitions per episode: one-step episodes included.
@@ -199,3 +203,39 @@ def test_a_dataset_that_does_not_fit_is_refused_naming_both_figures():
     assert free > 0 and 'host memory' in source
     with pytest.raises(DatasetError, match='host memory'):
         frames.check_fits(free * 4, jax.devices('cpu'))
+
+
+class ReplayEnv(gym.Env):
+    """Plays back one stored episode's frames, whatever the actions."""
+
+    def __init__(self, episode_frames):
+        self.episode_frames = episode_frames
+        self.observation_space = gym.spaces.Box(0, 255, episode_frames.shape[1:], np.uint8)
+        self.action_space = gym.spaces.Box(-1, 1, (ACTION_DIM,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return self.episode_frames[0], {}
+
+    def step(self, action):
+        self.t += 1
+        done = self.t == len(self.episode_frames) - 1
+        return self.episode_frames[self.t], 0.0, done, False, {}
+
+
+def test_evaluation_stacks_equal_the_training_stacks(stored):
+    _, _, dataset = stored
+    # The third episode (5 steps): its frames follow the 2 + 3 frames of the first two.
+    first_frame = sum(n + 1 for n in EPISODE_LENGTHS[:2])
+    length = EPISODE_LENGTHS[2]
+    env = make_stacked_env(
+        functools.partial(ReplayEnv, dataset.frames[first_frame : first_frame + length + 1]), 3
+    )
+    assert env.observation_space.shape == (6, 5, 6)
+    transitions = np.arange(length) + EPISODE_LENGTHS[0] + EPISODE_LENGTHS[1]
+    batch = batch_at(jax.device_put(dataset), transitions, 3)
+    observation, _ = env.reset()
+    for t in range(length):
+        np.testing.assert_array_equal(observation, batch['observations'][t])
+        observation, *_ = env.step(np.zeros(ACTION_DIM))
+        np.testing.assert_array_equal(observation, batch['next_observations'][t])
