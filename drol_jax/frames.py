@@ -83,6 +83,7 @@ def episode_starts(terminals: np.ndarray) -> np.ndarray:
 
 
 def _checked(frames, observation_frames, next_observation_frames, transitions, where):
+    """A ``FrameDataset`` of these arrays, or ``DatasetError`` naming what is wrong."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.dtype != np.uint8:
         raise DatasetError(
@@ -92,7 +93,14 @@ def _checked(frames, observation_frames, next_observation_frames, transitions, w
     missing = [k for k in TRANSITION_KEYS if k not in transitions]
     if missing:
         raise DatasetError(f'{where}: dataset lacks {missing} (has {sorted(transitions)}).')
+    if len(observation_frames) == 0:
+        raise DatasetError(f'{where}: dataset has no transitions.')
+    if np.max(next_observation_frames) >= len(frames):
+        raise DatasetError(f'{where}: its last frame starts a transition but has no next frame.')
     per_transition = {k: np.asarray(transitions[k], np.float32) for k in TRANSITION_KEYS}
+    bad = [k for k, v in per_transition.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise DatasetError(f'{where}: dataset arrays {bad} have NaN or infinite values.')
     return FrameDataset(
         frames=frames,
         observation_frames=np.asarray(observation_frames, np.int32),

@@ -17,6 +17,7 @@ from drol_jax.errors import DatasetError
 EPISODE_LENGTHS = (1, 2, 5, 3, 4)  # Transitions per episode: one-step episodes included.
 FRAME_SHAPE = (6, 5, 2)  # Height != width, so a swapped axis shows.
 ACTION_DIM = 2
+NUM_FRAMES = sum(EPISODE_LENGTHS) + len(EPISODE_LENGTHS)  # One more frame than steps each.
 
 batch_at = jax.jit(frames.batch_at, static_argnums=2)
 sample_batch = jax.jit(frames.sample_batch, static_argnums=(2, 3, 4))
@@ -52,7 +53,7 @@ def stored(tmp_path_factory):
 
 def test_compact_layout_stores_each_frame_once_and_gives_ogbench_transitions(stored):
     _, regular, dataset = stored
-    assert dataset.frames.shape[0] == sum(EPISODE_LENGTHS) + len(EPISODE_LENGTHS)
+    assert dataset.frames.shape[0] == NUM_FRAMES
     assert dataset.size == len(regular['observations']) == sum(EPISODE_LENGTHS)
     batch = batch_at(jax.device_put(dataset), np.arange(dataset.size), None)
     for key, value in regular.items():
@@ -153,16 +154,22 @@ def test_one_step_episodes_keep_both_images():
         np.testing.assert_array_equal(np.asarray(batch[key]), expected[key])
 
 
-def test_float_images_are_refused():
-    with pytest.raises(DatasetError, match='uint8'):
-        frames.from_compact(
-            {**stored_episodes(), 'valids': np.ones(20)}
-            | {
-                'observations': np.zeros((20, *FRAME_SHAPE), np.float32),
-                'rewards': np.zeros(20),
-                'masks': np.zeros(20),
-            }
-        )
+@pytest.mark.parametrize(
+    ('change', 'message'),
+    [
+        ({'observations': np.zeros((NUM_FRAMES, *FRAME_SHAPE), np.float32)}, 'uint8'),
+        ({'valids': np.ones(NUM_FRAMES)}, 'no next frame'),
+        ({'rewards': np.full(NUM_FRAMES, np.nan)}, 'NaN'),
+        ({'valids': np.zeros(NUM_FRAMES)}, 'no transitions'),
+    ],
+)
+def test_a_broken_dataset_is_refused(change, message):
+    compact = stored_episodes()
+    compact['valids'] = 1.0 - compact['terminals']
+    compact['rewards'] = compact['masks'] = np.ones(NUM_FRAMES)
+    frames.from_compact(compact)
+    with pytest.raises(DatasetError, match=message):
+        frames.from_compact({**compact, **change})
 
 
 def test_memory_figure_of_a_stored_visual_dataset(stored):
