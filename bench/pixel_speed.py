@@ -13,7 +13,8 @@ padding 3 applied to every batch, i.e. the cost of an augmented batch):
   device-block   the same inside a compiled loop of batches (as in the fused update block);
   update         one DROL(16) update with impala_small encoders on a fixed device batch, inside
                  a compiled loop of updates (``agents/drol.py``'s loss, with encoders);
-  update+sample  the same loop drawing every batch with ``sample_batch`` inside it.
+  update+sample  the same loop drawing every batch with ``sample_batch`` inside it (p_aug 0.5:
+                 the crop runs on every batch, at the identity offset when not augmenting).
 
 The ratios compare rows of one run (interleaved repetitions, so every row sees the same load).
 
@@ -151,8 +152,9 @@ def device_call_runner(data, batch, frame_stack):
 
 
 def device_block_runner(data, batch, frame_stack, count):
+    # The data are arguments, as in the update block: a closed-over array would be compiled in.
     @jax.jit
-    def block(key):
+    def block(data, key):
         def body(i, total):
             sample = frames.sample_batch(data, jax.random.fold_in(key, i), batch, frame_stack, 1.0)
             # Depend on every image, so that no part of the batch is optimised away.
@@ -161,7 +163,7 @@ def device_block_runner(data, batch, frame_stack, count):
         return jax.lax.fori_loop(0, count, body, jnp.zeros((), jnp.uint32))
 
     def run():
-        block(jax.random.PRNGKey(0)).block_until_ready()
+        block(data, jax.random.PRNGKey(0)).block_until_ready()
 
     return run
 
@@ -170,7 +172,7 @@ def update_runner(agent, data, batch, frame_stack, count, sampled):
     fixed = frames.sample_batch(data, jax.random.PRNGKey(1), batch, frame_stack, 1.0)
 
     @jax.jit
-    def block(agent, key):
+    def block(agent, data, fixed, key):
         def body(i, agent):
             if sampled:
                 key_i = jax.random.fold_in(key, i)
@@ -184,7 +186,7 @@ def update_runner(agent, data, batch, frame_stack, count, sampled):
     state = {'agent': agent}
 
     def run():
-        state['agent'] = block(state['agent'], jax.random.PRNGKey(2))
+        state['agent'] = block(state['agent'], data, fixed, jax.random.PRNGKey(2))
         jax.block_until_ready(state['agent'])
 
     return run

@@ -31,10 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from drol_jax.data import sample_indices
+from drol_jax.envs.base import DATASET_KEYS
 from drol_jax.errors import DatasetError
 
 CROP_PADDING = 3  # Pixels of edge padding before the random crop (FQL's value).
-TRANSITION_KEYS = ('actions', 'rewards', 'masks', 'terminals')  # Per-transition arrays.
+# The batch keys other than the two observations: one row per transition.
+TRANSITION_KEYS = tuple(k for k in DATASET_KEYS if not k.endswith('observations'))
 INDEX_BYTES = 3 * 4  # Three int32 indices per transition: observation, next frame, episode start.
 DEVICE_RESERVE_BYTES = 1 << 30  # Left free beside the data for parameters and activations.
 
