@@ -13,14 +13,17 @@ import pytest
 from helpers import (
     OFFICIAL_SHARED_CONFIG,
     REPO,
+    TINY,
     TINY_HIDDEN,
     agent_file,
     bootstrapping_batch,
     check_official_layout_both_ways,
     check_official_target_lag,
     mlp_layout,
+    read_csv_rows,
     reference_critic,
     reference_gaussian,
+    run_main,
     tiny_agent,
     toy_dataset,
     with_config,
@@ -201,3 +204,33 @@ def test_the_targets_follow_the_official_update_on_full_updates_only():
         chex.assert_trees_all_equal(first.network.params[name], agent.network.params[name])
     # Update 2 is full: both targets move towards the online networks of before it.
     check_official_target_lag(first, bootstrapping_batch(32, 1), targets=('critic', 'actor'))
+
+
+@pytest.mark.slow
+def test_online_with_balanced_sampling_through_main_reads_next_actions(tmp_path):
+    """Half of each online batch comes from the dataset and half from the replay buffer; both
+    halves carry ``next_actions``, which the critic's BC term reads (a batch without them fails
+    the update)."""
+    result = run_main(
+        f'--agent={REBRAC}',
+        '--env_name=toy-multimodal',
+        '--offline_steps=0',
+        '--online_steps=40',
+        '--balanced_sampling=1',
+        '--agent.alpha_critic=0.5',
+        '--agent.alpha_actor=0.1',
+        '--log_interval=20',
+        '--eval_interval=40',
+        '--eval_episodes=2',
+        f'--save_dir={tmp_path}',
+        '--run_group=online',
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / 'online' / 'toy-multimodal' / 'rebrac' / 'seed0'
+    header, rows = read_csv_rows(run_dir / 'train.csv')
+    assert [r.split(',')[0] for r in rows] == ['20', '40']
+    critic_loss = header.index('training/critic/critic_loss')
+    assert all(np.isfinite(float(r.split(',')[critic_loss])) for r in rows)
+    _, rows = read_csv_rows(run_dir / 'eval.csv')
+    assert [r.split(',')[0] for r in rows] == ['1', '40']
