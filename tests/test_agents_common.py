@@ -11,6 +11,7 @@ import references
 from helpers import (
     AGENT_IDS,
     AGENT_PATHS,
+    REBRAC_BC_SETTINGS,
     agent_file,
     create_agent,
     tiny_agent,
@@ -170,8 +171,10 @@ def test_same_seed_gives_the_official_action(path):
 # from their defaults, so that those are compared too. For DROL this is also the efficient loss
 # against the naive one (the reference differentiates through all N*K candidates): routing over
 # 4 candidates, 3 next-state candidates ranked by the mean Q, a 'min' TD target. ReBRAC: both BC
-# terms in play (its critic's reads the batch's next actions). SAC: the plain TD target and the
-# entropy backup, which reads alpha in the critic too.
+# terms in play (its critic reads the batch's next actions), the settings of test_rebrac.py's
+# equations test, whose update program this test then shares. SAC: the plain TD target and the
+# entropy backup, which reads alpha in the critic too. An agent's default settings share the
+# update program its other tests compile.
 UPDATE_SETTINGS = {
     'drol': [
         dict(
@@ -183,8 +186,8 @@ UPDATE_SETTINGS = {
             q_coef=1.3,
         )
     ],
-    'rebrac': [dict(alpha_actor=0.3, alpha_critic=0.2)],
-    'sac': [dict(backup_entropy=False), dict(backup_entropy=True)],
+    'rebrac': [REBRAC_BC_SETTINGS],
+    'sac': [{}, dict(backup_entropy=True)],
 }
 # Updates compared where the official update depends on the step, by the number of updates done
 # before: ReBRAC's update 1 trains the critic only and update 2 is full (actor_freq 2).
@@ -233,19 +236,21 @@ def test_same_key_gives_the_official_update(path):
         with_config(tiny.agent.replace(network=network.replace(step=jnp.int32(done))), **settings)
         for settings, done in cases
     ]
-    # Most transitions bootstrap (mask 1), so the target critic's path counts.
-    batch = random_transitions(tiny.config.batch_size, 2, 2, seed=3)
-    batch = gather(batch, np.arange(tiny.config.batch_size))  # With next actions.
+    # Most transitions bootstrap (mask 1), so the target critic's path counts. The batch has
+    # the structure of every other test's, so ``update`` runs the program they compile.
+    size = tiny.config.batch_size
+    batch = gather(random_transitions(size, 2, 2, seed=3), np.arange(size))
 
     @jax.jit
-    def ours_and_official(agents):
+    def official(agents):
         return [
-            (agent.update(batch), references.official_loop_update(agent, batch, name, done))
+            references.official_loop_update(agent, batch, name, done)
             for agent, (_, done) in zip(agents, cases, strict=True)
         ]
 
-    for ((updated, info), official), case in zip(ours_and_official(agents), cases, strict=True):
-        check_official_update(updated, info, official, name, case)
+    for agent, theirs, case in zip(agents, official(agents), cases, strict=True):
+        updated, info = agent.update(batch)
+        check_official_update(updated, info, theirs, name, case)
 
 
 def check_official_update(updated, info, official, name, case):
