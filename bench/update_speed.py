@@ -1,4 +1,7 @@
-"""Update speed of DROL and FQL: ms/update, analytic GFLOP/update and fraction of matmul peak.
+"""Update speed of every agent file: ms/update, analytic GFLOP/update and fraction of matmul peak.
+
+Every file in ``agents/`` gets a host and a fused row (DROL one per K), timed in one run, and a
+second table gives each agent's fused-over-host speed ratio from those same repetitions.
 
 Modes (one row each):
   host   one jit call per update with a batch gathered on the host (FQL's loop,
@@ -16,11 +19,16 @@ FLOP counting (matmuls only; biases, activations, LayerNorm, Adam are ignored): 
 costs 2*in*out FLOP per sample forward; a backward pass costs 2x its forward (gradients of
 weights and of inputs); a backward pass that only needs input gradients (critic under the
 actor's Q term, whose parameters are frozen there) costs 1x forward. Per-sample forward cost of
-an MLP = 2 * sum(in*out) over its layers; the critic counts both ensemble members. Every agent
-also logs the official ``mse`` metric, one more actor forward pass on a fresh sample.
+an MLP = 2 * sum(in*out) over its layers; the critic counts both ensemble members. DROL and FQL
+also log the official ``mse`` metric, one more actor forward pass on a fresh sample. Each loss
+counts what it computes, even where XLA may share a forward pass between two losses (IQL's
+``V(s)`` in its value and actor losses). ReBRAC's count is the average over ``actor_freq``
+updates: full updates train the actor, the others only evaluate it for the logged metrics.
 
     python bench/update_speed.py                 # the full table (paper sizes)
     python bench/update_speed.py --quick         # smoke run with tiny networks
+    python bench/update_speed.py --agents iql sac  # some agent files only
+    python bench/update_speed.py --clock cpu     # CPU time, for a machine shared with others
     python bench/update_speed.py --seeds 1 8 32  # seeds x updates/s with vmapped blocks
     python bench/update_speed.py --parts --ks 16 # where DROL's update spends its time
 """
@@ -29,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import glob
 import os
 import statistics
 import sys
@@ -41,7 +50,7 @@ import jax.numpy as jnp
 # The repository root: the agent files and the tests' reference implementations.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from agents import drol, fql  # noqa: E402
+from drol_jax.agent_file import load_agent_file  # noqa: E402
 from drol_jax.analysis.runtime import machine_description  # noqa: E402
 from drol_jax.data import random_transitions, to_device  # noqa: E402
 from drol_jax.updates import make_train_block, stack_agents  # noqa: E402
@@ -49,6 +58,20 @@ from tests import references  # noqa: E402
 
 OBS_DIM, ACTION_DIM = 28, 5
 DATASET_SIZE = 10_000
+
+# Every agent file, by agent name: DROL first, then the others in name order (the table's rows).
+_AGENTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'agents')
+AGENT_FILES = {
+    file.default_config()['agent_name']: file
+    for file in sorted(
+        (load_agent_file(path) for path in glob.glob(os.path.join(_AGENTS_DIR, '[!_]*.py'))),
+        key=lambda f: (
+            f.default_config()['agent_name'] != 'drol',
+            f.default_config()['agent_name'],
+        ),
+    )
+}
+drol = AGENT_FILES['drol'].module
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,17 +113,39 @@ def mlp_forward_flops(in_dim: int, hidden: tuple[int, ...], out_dim: int) -> int
     return 2 * sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
 
 
-def update_flops(agent_name: str, mode: str, num_candidates: int, hidden, batch: int) -> float:
-    """Analytic matmul FLOP of one update (see the module docstring for the rules)."""
-    actor = mlp_forward_flops(OBS_DIM + ACTION_DIM, hidden, ACTION_DIM)
+def update_flops(agent, mode: str, num_candidates: int, hidden, batch: int) -> float:
+    """Analytic matmul FLOP of one update of ``agent``'s kind (see the module docstring)."""
+    name = agent.config['agent_name']
+    actor = mlp_forward_flops(OBS_DIM + ACTION_DIM, hidden, ACTION_DIM)  # One-step policy.
     critic = 2 * mlp_forward_flops(OBS_DIM + ACTION_DIM, hidden, 1)  # Two ensemble members.
-    # Shared by both agents: next action (actor fwd), target critic fwd, critic fwd + bwd, and
-    # the mse metric's fresh sample (actor fwd).
+    value = mlp_forward_flops(OBS_DIM, hidden, 1)
+    flow = mlp_forward_flops(OBS_DIM + ACTION_DIM + 1, hidden, ACTION_DIM)
+    gaussian = mlp_forward_flops(OBS_DIM, hidden, ACTION_DIM)  # Trunk and mean head.
+    if name == 'sac':
+        gaussian += 2 * hidden[-1] * ACTION_DIM  # The log-std head.
+    # DROL and FQL: next action (actor fwd), target critic fwd, critic fwd + bwd, and the mse
+    # metric's fresh sample (actor fwd).
     shared = actor + critic + 3 * critic + actor
-    if agent_name == 'fql':
-        flow = mlp_forward_flops(OBS_DIM + ACTION_DIM + 1, hidden, ACTION_DIM)
+    if name == 'fql':
         # Flow BC fwd+bwd, 10 Euler steps of the teacher (fwd), one-step fwd+bwd, Q fwd+input bwd.
         per_sample = shared + 3 * flow + 10 * flow + 3 * actor + 2 * critic
+    elif name in ('iql', 'ifql'):
+        # Value: target critic fwd, V fwd+bwd; critics: V(s') fwd, critic fwd+bwd.
+        implicit = critic + 3 * value + value + 3 * critic
+        if name == 'ifql':
+            per_sample = implicit + 3 * flow  # Flow-matching BC fwd+bwd.
+        else:  # AWR: V(s) and Q(s, a) fwd for the weights, the Gaussian's fwd+bwd.
+            per_sample = implicit + value + critic + 3 * gaussian
+    elif name == 'rebrac':
+        # Target actor fwd at s', target critic fwd, critic fwd+bwd; then the actor: fwd+bwd and
+        # Q fwd+input bwd on full updates, fwd and Q fwd (metrics) on the others.
+        full = 1 / agent.config['actor_freq']
+        actor_part = full * (3 * gaussian + 2 * critic) + (1 - full) * (gaussian + critic)
+        per_sample = gaussian + 4 * critic + actor_part
+    elif name == 'sac':
+        # Next sample fwd, target critic fwd, critic fwd+bwd; the actor's sample fwd+bwd and Q
+        # fwd+input bwd (alpha's loss is scalar).
+        per_sample = gaussian + 4 * critic + 3 * gaussian + 2 * critic
     elif mode == 'naive':
         per_sample = shared + 3 * num_candidates * actor + 2 * critic
     elif mode == 'naive-allq':
@@ -116,20 +161,28 @@ def update_flops(agent_name: str, mode: str, num_candidates: int, hidden, batch:
 
 MODES = ('host', 'fused', 'naive', 'naive-allq')
 AGENT_CLASSES = {
-    'drol': drol.DROLAgent,
-    'fql': fql.FQLAgent,
+    **{name: file.agent_class for name, file in AGENT_FILES.items()},
     'naive': NaiveDROLAgent,
     'naive-allq': NaiveAllQDROLAgent,
 }
 
 
+def base_agent(kind: str) -> str:
+    """The agent file a row's kind runs: DROL for its naive losses, else the kind itself."""
+    return 'drol' if kind in ('naive', 'naive-allq') else kind
+
+
+def display_name(kind: str) -> str:
+    """The agent's name in tables: its class name without 'Agent' (DROL, FQL, ReBRAC, ...)."""
+    return AGENT_FILES[base_agent(kind)].agent_class.__name__.removesuffix('Agent')
+
+
 def make_agent(kind: str, num_candidates: int, hidden, batch: int, seed: int = 0):
-    """An agent of ``kind`` ('drol', 'fql', 'naive', 'naive-allq') at the given sizes."""
-    module = fql if kind == 'fql' else drol
-    config = module.get_config()
+    """An agent of ``kind`` (an agent name, 'naive' or 'naive-allq') at the given sizes."""
+    config = AGENT_FILES[base_agent(kind)].default_config()
     config.actor_hidden_dims = config.value_hidden_dims = tuple(hidden)
     config.batch_size = batch
-    if kind != 'fql':
+    if base_agent(kind) == 'drol':
         config.num_candidates = num_candidates
     examples = random_transitions(1, OBS_DIM, ACTION_DIM)
     # Jitted: op-by-op initialisation of the four networks takes seconds on a busy CPU.
@@ -142,7 +195,10 @@ def make_agent(kind: str, num_candidates: int, hidden, batch: int, seed: int = 0
 
 
 def as_kind(agent, kind: str):
-    """The same parameters and state under another DROL loss (creation is slow on a busy CPU)."""
+    """The same parameters and state under another loss of its agent.
+
+    Creation is slow on a busy CPU, so DROL's naive losses reuse the DROL agent's state.
+    """
     return AGENT_CLASSES[kind](rng=agent.rng, network=agent.network, config=agent.config)
 
 
@@ -186,21 +242,27 @@ def matmul_runner(size: int):
     return lambda: matmul(a, b).block_until_ready()
 
 
-def time_round_robin(runners: list, repeats: int) -> list[list[float]]:
+# What a repetition's seconds are: elapsed time, or the CPU time of this process (every
+# thread, the host loop's Python work included), which other jobs on a shared machine inflate
+# far less than they inflate elapsed time.
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
+
+
+def time_round_robin(runners: list, repeats: int, clock=time.perf_counter) -> list[list[float]]:
     """Seconds of ``repeats`` calls of every runner, interleaved round by round.
 
     On a shared CPU the load changes over minutes; interleaving gives every row the same mix
     of quiet and busy moments, so ratios between rows stay meaningful. Each runner is called
-    once first (compilation, warm caches).
+    once first (compilation, warm caches). ``clock`` is one of ``CLOCKS``.
     """
     for run in runners:
         run()
     times = [[] for _ in runners]
     for _ in range(repeats):
         for index, run in enumerate(runners):
-            start = time.perf_counter()
+            start = clock()
             run()
-            times[index].append(time.perf_counter() - start)
+            times[index].append(clock() - start)
     return times
 
 
@@ -219,14 +281,19 @@ def print_table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def rows_to_run(args) -> list[tuple[str, str, int]]:
-    """(agent kind, mode, K) triples of the table."""
+    """(agent kind, mode, K) triples of the table.
+
+    DROL per K and mode, then every other agent file in its host and fused modes (K is 0 where
+    the agent has none).
+    """
     runs = []
-    for k in args.ks:
-        for mode in args.modes:
-            runs.append(('drol' if mode in ('host', 'fused') else mode, mode, k))
-    for mode in args.modes:
-        if mode in ('host', 'fused'):
-            runs.append(('fql', mode, 0))
+    if 'drol' in args.agents:
+        for k in args.ks:
+            for mode in args.modes:
+                runs.append(('drol' if mode in ('host', 'fused') else mode, mode, k))
+    for name in args.agents:
+        if name != 'drol':
+            runs.extend((name, mode, 0) for mode in args.modes if mode in ('host', 'fused'))
     return runs
 
 
@@ -236,12 +303,15 @@ def peak_size(args) -> int:
 
 
 def update_table(args, hidden) -> None:
-    """Time every (agent, mode, K) row, interleaved with the matmul peak, and print the table."""
+    """Time every (agent, mode, K) row, interleaved with the matmul peak, and print the table.
+
+    A second table gives each agent's fused-over-host speed ratio from the same repetitions.
+    """
     dataset = random_transitions(DATASET_SIZE, OBS_DIM, ACTION_DIM)
     data = to_device(dataset)
     rows_spec, runners, created = rows_to_run(args), [matmul_runner(peak_size(args))], {}
     for kind, mode, k in rows_spec:
-        base = 'fql' if kind == 'fql' else 'drol'
+        base = base_agent(kind)
         if (base, k) not in created:
             created[base, k] = make_agent(base, k, hidden, args.batch)
         agent = as_kind(created[base, k], kind)
@@ -249,7 +319,7 @@ def update_table(args, hidden) -> None:
             runners.append(host_runner(agent, dataset, args.updates, args.batch))
         else:
             runners.append(fused_runner(stack_agents([agent]), data, args.updates, args.batch))
-    times = time_round_robin(runners, args.repeats)
+    times = time_round_robin(runners, args.repeats, CLOCKS[args.clock])
     peak_flop = 2 * peak_size(args) ** 3
     peak = peak_flop / min(times[0]) / 1e9
     peak_median = peak_flop / statistics.median(times[0]) / 1e9
@@ -263,10 +333,11 @@ def update_table(args, hidden) -> None:
     for (kind, mode, k), row_times in zip(rows_spec, times[1:], strict=True):
         seconds = statistics.median(row_times) / args.updates
         best = min(row_times) / args.updates
-        gflop = update_flops(kind, mode, k, hidden, args.batch) / 1e9
+        agent = created[base_agent(kind), k]
+        gflop = update_flops(agent, mode, k, hidden, args.batch) / 1e9
         rows.append(
             [
-                'FQL' if kind == 'fql' else 'DROL',
+                display_name(kind),
                 mode,
                 str(k) if k else '-',
                 f'{len(hidden)}x{hidden[0]}, N={args.batch}',
@@ -279,13 +350,44 @@ def update_table(args, hidden) -> None:
             ]
         )
     print_table(headers, rows)
+    ratio_table(rows_spec, times[1:])
+
+
+def ratio_table(rows_spec: list[tuple[str, str, int]], times: list[list[float]]) -> None:
+    """Per agent (and K), fused updates/s over host-loop updates/s, from the same run.
+
+    Each round of the round robin timed both rows within seconds of each other, so the ratio
+    of a round compares them under the same load; the table gives the median and the lowest
+    of those per-round ratios (above 1: the fused blocks are faster).
+    """
+    by_row = dict(zip(rows_spec, times, strict=True))
+    rows = []
+    for kind, mode, k in rows_spec:
+        if mode != 'fused' or (kind, 'host', k) not in by_row:
+            continue
+        host_times, fused_times = by_row[kind, 'host', k], by_row[kind, mode, k]
+        ratios = [h / f for h, f in zip(host_times, fused_times, strict=True)]
+        median = statistics.median(ratios)
+        rows.append(
+            [
+                display_name(kind),
+                str(k) if k else '-',
+                f'{median:.2f}x',
+                f'{min(ratios):.2f}x',
+                'yes' if median >= 1 else 'no',
+            ]
+        )
+    if rows:
+        headers = ['agent', 'K', 'fused / host updates/s (median)', 'lowest round', 'fused >= host']
+        print()
+        print_table(headers, rows)
 
 
 def seeds_table(args, hidden) -> None:
     """Seeds x updates/s of vmapped multi-seed fused blocks, for each seed count."""
     data = to_device(random_transitions(DATASET_SIZE, OBS_DIM, ACTION_DIM))
     specs, runners = [], []
-    for kind in ('drol', 'fql'):
+    for kind in args.agents:
         k = args.ks[0] if kind == 'drol' else 0
         for num_seeds in args.seeds:
             agents = stack_agents(
@@ -295,12 +397,12 @@ def seeds_table(args, hidden) -> None:
             runners.append(fused_runner(agents, data, args.updates, args.batch))
     rows = []
     for (kind, k, num_seeds), row_times in zip(
-        specs, time_round_robin(runners, args.repeats), strict=True
+        specs, time_round_robin(runners, args.repeats, CLOCKS[args.clock]), strict=True
     ):
         seconds = statistics.median(row_times) / args.updates
         rows.append(
             [
-                kind.upper(),
+                display_name(kind),
                 str(k) if k else '-',
                 str(num_seeds),
                 f'{seconds * 1e3:.1f}',
@@ -370,7 +472,7 @@ def parts_table(args, hidden) -> None:
         runners = [
             functools.partial(lambda f, a: jax.block_until_ready(f(*a)), f, a) for _, f, a in parts
         ]
-        times = time_round_robin(runners, args.repeats)
+        times = time_round_robin(runners, args.repeats, CLOCKS[args.clock])
         for (name, f, a), part_times in zip(parts, times, strict=True):
             seconds = statistics.median(part_times)
             gflop = xla_gflop(f, *a)
@@ -388,10 +490,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--modes', nargs='+', default=['host', 'fused', 'naive-allq'], choices=MODES
     )
+    parser.add_argument(
+        '--agents',
+        nargs='+',
+        default=list(AGENT_FILES),
+        choices=list(AGENT_FILES),
+        help='agent files to time (default: every file in agents/)',
+    )
     parser.add_argument('--hidden', type=int, nargs='+', default=[512] * 4)
     parser.add_argument('--batch', type=int, default=256)
     parser.add_argument('--updates', type=int, default=10, help='updates per timed repetition')
     parser.add_argument('--repeats', type=int, default=5, help='timed repetitions (median)')
+    parser.add_argument(
+        '--clock',
+        choices=list(CLOCKS),
+        default='wall',
+        help="wall: elapsed time; cpu: this process's CPU time (for a shared machine)",
+    )
     parser.add_argument('--seeds', type=int, nargs='+', help='time vmapped multi-seed blocks')
     parser.add_argument('--parts', action='store_true', help="time parts of DROL's update")
     args = parser.parse_args(argv)
@@ -407,9 +522,10 @@ def main(argv=None) -> None:
     hidden = tuple(args.hidden)
     print(f'Machine: {machine_description()}')
     unit = 'call per part' if args.parts else f'block of {args.updates} updates per row'
+    clock = 'elapsed time' if args.clock == 'wall' else 'process CPU time (all threads)'
     print(
-        f'Timing: median of {args.repeats} interleaved repetitions of one {unit}, after warmup '
-        '(best ms: the fastest repetition).'
+        f'Timing ({clock}): median of {args.repeats} interleaved repetitions of one {unit}, '
+        'after warmup (best ms: the fastest repetition).'
     )
     if args.parts:
         parts_table(args, hidden)

@@ -35,8 +35,10 @@ class AppliedPreset:
         name: the preset ('paper', 'paper-tuned' or 'none').
         task_family: the task's family, the key the tables are read with.
         values: the hyperparameters the preset sets (empty when none applies).
-        label: the display name of this setting in tables ('DROL(16)', 'DROL*', 'FQL', or the
-            agent name when no preset applies).
+        label: the display name of the agent under this preset in tables, from the file's
+            ``PRESET_LABELS`` ('DROL(16)', 'DROL*', 'FQL') whether or not the task has a
+            setting (a run on the defaults is still that column of the paper's tables); the
+            agent name for ``--preset=none`` and for files without a label.
         note: one line saying what was applied, or why nothing was.
         pattern: the table entry that matched ``task_family`` (None when none applies).
     """
@@ -68,16 +70,17 @@ def settings_for(agent: AgentFile, agent_name: str, task_family: str, preset: st
     if preset == 'none':
         return AppliedPreset(preset, task_family, {}, agent_name, 'preset none: agent defaults.')
     tables = agent.published_settings
+    unset_label = agent.preset_labels.get(preset, agent_name)
     if not tables:
         note = f'no preset applies: {agent_name} publishes no settings; agent defaults.'
-        return AppliedPreset(preset, task_family, {}, agent_name, note)
+        return AppliedPreset(preset, task_family, {}, unset_label, note)
     found = find_settings(tables.get(preset, {}), task_family)
     if found is None:
         note = (
             f'no preset applies: {agent_name} has no {preset!r} setting for task family '
             f'{task_family!r}; agent defaults.'
         )
-        return AppliedPreset(preset, task_family, {}, agent_name, note)
+        return AppliedPreset(preset, task_family, {}, unset_label, note)
     pattern, values = found
     label = agent.preset_labels.get(preset, f'{agent_name} ({preset})')
     shown = ', '.join(f'{k}={v}' for k, v in values.items())

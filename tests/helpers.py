@@ -57,6 +57,11 @@ def small_config(config, **overrides):
     return config
 
 
+# ReBRAC with both BC terms in play (its defaults are 0): the equations test and the
+# official-update test compare its update under these settings, so one program serves both.
+REBRAC_BC_SETTINGS = dict(alpha_actor=0.7, alpha_critic=0.4)
+
+
 def toy_dataset(size=512, seed=0):
     return toy.TASKS['toy-multimodal'].make_dataset(size, seed=seed)
 
@@ -410,6 +415,18 @@ def bootstrapping_batch(size=64, seed=0):
 
     dataset = random_transitions(4 * size, toy.OBS_DIM, 2, seed=seed)
     return gather(dataset, np.random.default_rng(seed).integers(4 * size, size=size))
+
+
+def first_update_gradient(updated):
+    """The gradient of an agent's first update, read from Adam's first moment.
+
+    After one step from zero moments, ``mu = (1 - b1) * g`` per entry (optax's default
+    ``b1 = 0.9``), so a test can check a loss's gradient through the agent's own compiled
+    update instead of compiling a second program for ``jax.grad`` of the loss.
+    """
+    adam = updated.network.opt_state[0]
+    assert int(adam.count) == 1, 'only the first update holds the gradient itself'
+    return jax.tree_util.tree_map(lambda mu: mu / (1 - 0.9), adam.mu)
 
 
 def check_official_target_lag(agent, batch, targets=('critic',)):

@@ -19,6 +19,7 @@ train-state layout.
 
 from __future__ import annotations
 
+import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,13 +70,14 @@ def critic_info(q, target_q):
     }
 
 
-def official_update(agent, batch, total_loss):
+def official_update(agent, batch, total_loss, targets=('critic',)):
     """One update as the official agents make it.
 
     ``total_loss(agent, batch, params, key) -> (loss, info)``. The key is the second half of the
     split agent key; the gradient statistics are the official ones; Adam steps all parameters;
-    the target critic becomes ``tau * critic + (1 - tau) * target`` of the networks *before*
-    the step. Returns ``(params, opt_state, rng, info)``.
+    each of ``targets`` (``'critic'`` -> ``modules_target_critic``) becomes
+    ``tau * online + (1 - tau) * target`` of the networks *before* the step. Returns
+    ``(params, opt_state, rng, info)``.
     """
     new_rng, key = jax.random.split(agent.rng)
     network = agent.network
@@ -88,14 +90,15 @@ def official_update(agent, batch, total_loss):
         'grad/norm': jnp.linalg.norm(jnp.stack([jnp.linalg.norm(g) for g in leaves]), ord=1),
     }
     updates, opt_state = network.tx.update(grads, network.opt_state, network.params)
-    params = optax.apply_updates(network.params, updates)
+    params = dict(optax.apply_updates(network.params, updates))
     tau = agent.config['tau']
-    target = jax.tree_util.tree_map(
-        lambda p, tp: p * tau + tp * (1 - tau),
-        network.params['modules_critic'],
-        network.params['modules_target_critic'],
-    )
-    return {**params, 'modules_target_critic': target}, opt_state, new_rng, info
+    for name in targets:
+        params[f'modules_target_{name}'] = jax.tree_util.tree_map(
+            lambda p, tp: p * tau + tp * (1 - tau),
+            network.params[f'modules_{name}'],
+            network.params[f'modules_target_{name}'],
+        )
+    return params, opt_state, new_rng, info
 
 
 def prefixed(critic, actor):
@@ -330,8 +333,320 @@ def fql_total_loss(agent, batch, params, key):
 
 
 # ---------------------------------------------------------------------------------------------
+# The Gaussian actors (official utils/networks.py ``Actor``) and the implicit value learning of
+# IQL and IFQL.
+
+
+def gaussian_sample(agent, observations, seed, temperature=1.0):
+    """A sample of the official ``Actor``'s distribution from ``seed``, drawn as distrax does.
+
+    The seed is used as it is (no split): one standard normal draw of the action shape, scaled
+    by the std times ``temperature``, shifted by the mean, then tanh if the actor squashes.
+    """
+    dist = agent.network.select('actor')(observations, temperature=temperature)
+    gaussian = unsquashed(dist)
+    eps = jax.random.normal(seed, gaussian.loc.shape)
+    sample = gaussian.loc + gaussian.scale_diag * eps
+    return sample if gaussian is dist else jnp.tanh(sample)
+
+
+def unsquashed(dist):
+    """The diagonal Gaussian of an ``Actor`` distribution, under its tanh squash if it has one
+    (the official ``dist._distribution``)."""
+    return dist if isinstance(dist, distrax.MultivariateNormalDiag) else dist.distribution
+
+
+def implicit_losses(agent, batch, params):
+    """The official IQL/IFQL value and critic losses and their metrics.
+
+    Returns ``(value_loss, value_metrics, critic_loss, critic_metrics)``; the critics' metrics
+    describe the target ``r + discount * mask * V(s')``, as the official ones do.
+    """
+    config = agent.config
+    observations, actions = batch['observations'], batch['actions']
+    q1, q2 = agent.network.select('target_critic')(observations, actions)
+    q = jnp.minimum(q1, q2)
+    v = agent.network.select('value')(observations, params=params)
+    weight = jnp.where(q - v >= 0, config['expectile'], 1 - config['expectile'])
+    value_loss = (weight * (q - v) ** 2).mean()
+    value_metrics = {
+        'value_loss': value_loss,
+        'v_mean': v.mean(),
+        'v_max': v.max(),
+        'v_min': v.min(),
+    }
+
+    next_v = agent.network.select('value')(batch['next_observations'])
+    target = batch['rewards'] + config['discount'] * batch['masks'] * next_v
+    q1, q2 = agent.network.select('critic')(observations, actions, params=params)
+    critic_loss = ((q1 - target) ** 2 + (q2 - target) ** 2).mean()
+    critic_metrics = {
+        'critic_loss': critic_loss,
+        'q_mean': target.mean(),
+        'q_max': target.max(),
+        'q_min': target.min(),
+    }
+    return value_loss, value_metrics, critic_loss, critic_metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# IQL (official agents/iql.py).
+
+
+def iql_sample_actions(agent, observations, seed, temperature=1.0):
+    """The official IQL ``sample_actions``: the actor's sample from ``seed``, clipped."""
+    return jnp.clip(gaussian_sample(agent, observations, seed, temperature), -1, 1)
+
+
+def iql_actor_loss(agent, batch, params, key):
+    """The official AWR or DDPG+BC actor loss and its metrics."""
+    config = agent.config
+    observations, actions = batch['observations'], batch['actions']
+    dist = agent.network.select('actor')(observations, params=params)
+    log_prob = dist.log_prob(actions)
+    metrics = {
+        'bc_log_prob': log_prob.mean(),
+        'mse': jnp.mean((dist.mode() - actions) ** 2),
+        'std': jnp.mean(dist.scale_diag),
+    }
+    if config['actor_loss'] == 'awr':
+        v = agent.network.select('value')(observations)
+        q1, q2 = agent.network.select('critic')(observations, actions)
+        adv = jnp.minimum(q1, q2) - v
+        exp_a = jnp.minimum(jnp.exp(adv * config['alpha']), 100.0)
+        actor_loss = -(exp_a * log_prob).mean()
+        return actor_loss, {'actor_loss': actor_loss, 'adv': adv.mean(), **metrics}
+    if config['const_std']:
+        q_actions = jnp.clip(dist.mode(), -1, 1)
+    else:
+        q_actions = jnp.clip(dist.sample(seed=key), -1, 1)
+    q1, q2 = agent.network.select('critic')(observations, q_actions)
+    q = jnp.minimum(q1, q2)
+    q_loss = -q.mean() / jax.lax.stop_gradient(jnp.abs(q).mean())
+    bc_loss = -(config['alpha'] * log_prob).mean()
+    actor_loss = q_loss + bc_loss
+    return actor_loss, {
+        'actor_loss': actor_loss,
+        'q_loss': q_loss,
+        'bc_loss': bc_loss,
+        'q_mean': q.mean(),
+        'q_abs_mean': jnp.abs(q).mean(),
+        **metrics,
+    }
+
+
+def iql_total_loss(agent, batch, params, key):
+    """The official IQL total loss: value, critic, then the actor on the split key's second half."""
+    value_loss, value_metrics, critic_loss, critic_metrics = implicit_losses(agent, batch, params)
+    _, actor_key = jax.random.split(key)
+    actor_loss, actor_metrics = iql_actor_loss(agent, batch, params, actor_key)
+    info = {
+        **{f'value/{k}': v for k, v in value_metrics.items()},
+        **prefixed(critic_metrics, actor_metrics),
+    }
+    return value_loss + critic_loss + actor_loss, info
+
+
+# ---------------------------------------------------------------------------------------------
+# ReBRAC (official agents/rebrac.py).
+
+
+def rebrac_sample_actions(agent, observations, seed, temperature=1.0):
+    """The official ReBRAC ``sample_actions``: ``mu(s)`` plus clipped noise times temperature."""
+    config = agent.config
+    actions = agent.network.select('actor')(observations, temperature=temperature).mode()
+    noise = jnp.clip(
+        jax.random.normal(seed, actions.shape) * config['actor_noise'] * temperature,
+        -config['actor_noise_clip'],
+        config['actor_noise_clip'],
+    )
+    return jnp.clip(actions + noise, -1, 1)
+
+
+def rebrac_total_loss(agent, batch, params, key, full_update=True):
+    """The official ReBRAC total loss; without ``full_update`` the actor's part (and its
+    metrics) is left out, as the official agent leaves it out."""
+    config = agent.config
+    _, _, critic_key = jax.random.split(key, 3)
+    _, sample_key = jax.random.split(critic_key)
+    next_observations = batch['next_observations']
+    next_actions = agent.network.select('target_actor')(next_observations).mode()
+    noise = jnp.clip(
+        jax.random.normal(sample_key, next_actions.shape) * config['actor_noise'],
+        -config['actor_noise_clip'],
+        config['actor_noise_clip'],
+    )
+    next_actions = jnp.clip(next_actions + noise, -1, 1)
+    next_q = agent.network.select('target_critic')(next_observations, next_actions).min(axis=0)
+    next_q = next_q - config['alpha_critic'] * jnp.square(next_actions - batch['next_actions']).sum(
+        axis=-1
+    )
+    target_q = batch['rewards'] + config['discount'] * batch['masks'] * next_q
+    q = agent.network.select('critic')(batch['observations'], batch['actions'], params=params)
+    critic_loss, critic_metrics = critic_info(q, target_q)
+    if not full_update:
+        return critic_loss, prefixed(critic_metrics, {})
+
+    dist = agent.network.select('actor')(batch['observations'], params=params)
+    actions = dist.mode()
+    q = agent.network.select('critic')(batch['observations'], actions).min(axis=0)
+    mse = jnp.square(actions - batch['actions']).sum(axis=-1)
+    q_loss = -(jax.lax.stop_gradient(1 / jnp.abs(q).mean()) * q).mean()
+    bc_loss = (config['alpha_actor'] * mse).mean()
+    actor_metrics = {
+        'total_loss': q_loss + bc_loss,
+        'actor_loss': q_loss,
+        'bc_loss': bc_loss,
+        'std': unsquashed(dist).stddev().mean(),
+        'mse': mse.mean(),
+    }
+    return critic_loss + q_loss + bc_loss, prefixed(critic_metrics, actor_metrics)
+
+
+def rebrac_update(agent, batch, completed):
+    """Update number ``completed + 1`` of the official loop, which calls
+    ``update(batch, full_update=(i % actor_freq == 0))`` for update ``i`` (from 1); the target
+    networks move on full updates only."""
+    full_update = (completed + 1) % agent.config['actor_freq'] == 0
+    return official_update(
+        agent,
+        batch,
+        lambda a, b, p, k: rebrac_total_loss(a, b, p, k, full_update),
+        targets=('critic', 'actor') if full_update else (),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# IFQL (official agents/ifql.py).
+
+
+def ifql_best_of_n(agent, observation, noises):
+    """The official IFQL inference for one observation from its ``(N, d)`` initial noises."""
+    config = agent.config
+    num, steps = noises.shape[0], config['flow_steps']
+    states = jnp.repeat(observation[None], num, axis=0)
+    actions = noises
+    for i in range(steps):
+        t = jnp.full((num, 1), i / steps)
+        actions = actions + agent.network.select('actor_flow')(states, actions, t) / steps
+    actions = jnp.clip(actions, -1, 1)
+    q = agent.network.select('critic')(states, actions).min(axis=0)
+    return actions[jnp.argmax(q)]
+
+
+def ifql_sample_actions(agent, observations, seed, temperature=1.0):
+    """The official IFQL ``sample_actions``: noise from the first half of the split seed.
+
+    The official agent takes one observation (the noise has shape ``(*obs.shape[:-1], N, d)``);
+    on a batch, each observation runs those steps on its own row of that noise (``vmap``).
+    """
+    del temperature
+    config = agent.config
+    noise_seed, _ = jax.random.split(seed)
+    noises = jax.random.normal(
+        noise_seed, (*observations.shape[:-1], config['num_samples'], config['action_dim'])
+    )
+    if observations.ndim == 1:
+        return ifql_best_of_n(agent, observations, noises)
+    return jax.vmap(lambda o, n: ifql_best_of_n(agent, o, n))(observations, noises)
+
+
+def ifql_total_loss(agent, batch, params, key):
+    """The official IFQL total loss: IQL's value and critic, then flow-matching BC."""
+    value_loss, value_metrics, critic_loss, critic_metrics = implicit_losses(agent, batch, params)
+    _, actor_key = jax.random.split(key)
+    batch_size, dim = batch['actions'].shape
+    _, x_key, t_key = jax.random.split(actor_key, 3)
+    x_0 = jax.random.normal(x_key, (batch_size, dim))
+    t = jax.random.uniform(t_key, (batch_size, 1))
+    x_t = (1 - t) * x_0 + t * batch['actions']
+    pred = agent.network.select('actor_flow')(batch['observations'], x_t, t, params=params)
+    actor_loss = jnp.mean((pred - (batch['actions'] - x_0)) ** 2)
+    info = {
+        **{f'value/{k}': v for k, v in value_metrics.items()},
+        **prefixed(critic_metrics, {'actor_loss': actor_loss}),
+    }
+    return value_loss + critic_loss + actor_loss, info
+
+
+# ---------------------------------------------------------------------------------------------
+# SAC (official agents/sac.py).
+
+
+def sac_sample_actions(agent, observations, seed, temperature=1.0):
+    """The official SAC ``sample_actions``: the tanh-Gaussian's sample from ``seed``, clipped."""
+    return jnp.clip(gaussian_sample(agent, observations, seed, temperature), -1, 1)
+
+
+def sac_total_loss(agent, batch, params, key):
+    """The official SAC total loss: critic (optional entropy backup), actor and dual alpha."""
+    config = agent.config
+    observations = batch['observations']
+    _, actor_key, critic_key = jax.random.split(key, 3)
+    alpha = agent.network.select('alpha')
+
+    _, sample_key = jax.random.split(critic_key)
+    next_dist = agent.network.select('actor')(batch['next_observations'])
+    next_actions, next_log_probs = next_dist.sample_and_log_prob(seed=sample_key)
+    next_qs = agent.network.select('target_critic')(batch['next_observations'], next_actions)
+    target_q = batch['rewards'] + config['discount'] * batch['masks'] * reduce_ensemble(
+        next_qs, config['q_agg']
+    )
+    if config['backup_entropy']:
+        target_q = target_q - config['discount'] * batch['masks'] * next_log_probs * alpha()
+    q = agent.network.select('critic')(observations, batch['actions'], params=params)
+    critic_loss, critic_metrics = critic_info(q, target_q)
+
+    dist = agent.network.select('actor')(observations, params=params)
+    actions, log_probs = dist.sample_and_log_prob(seed=actor_key)
+    q_actor = agent.network.select('critic')(observations, actions).mean(axis=0)
+    policy_loss = (log_probs * alpha() - q_actor).mean()
+    alpha_value = alpha(params=params)
+    entropy = -jax.lax.stop_gradient(log_probs).mean()
+    alpha_loss = (alpha_value * (entropy - config['target_entropy'])).mean()
+    actor_metrics = {
+        'total_loss': policy_loss + alpha_loss,
+        'actor_loss': policy_loss,
+        'alpha_loss': alpha_loss,
+        'alpha': alpha_value,
+        'entropy': -log_probs.mean(),
+        'std': unsquashed(dist).stddev().mean(),
+        'q': q_actor.mean(),
+    }
+    return critic_loss + policy_loss + alpha_loss, prefixed(critic_metrics, actor_metrics)
+
+
+# ---------------------------------------------------------------------------------------------
 # By agent name: the official seed handling of ``sample_actions`` and the official total loss.
 # A new agent file joins the tests that use them with one line in each table.
 
-OFFICIAL_SAMPLE_ACTIONS = {'drol': drol_sample_actions, 'fql': fql_sample_actions}
-OFFICIAL_TOTAL_LOSS = {'drol': drol_total_loss, 'fql': fql_total_loss}
+
+def official_loop_update(agent, batch, name: str, completed: int = 0):
+    """Update number ``completed + 1`` of the official loop for the agent named ``name``.
+
+    Returns ``(params, opt_state, rng, info)``. Every agent's update is ``official_update`` of
+    its total loss, except where the update depends on the step (``OFFICIAL_STEP_UPDATES``).
+    """
+    if name in OFFICIAL_STEP_UPDATES:
+        return OFFICIAL_STEP_UPDATES[name](agent, batch, completed)
+    return official_update(agent, batch, OFFICIAL_TOTAL_LOSS[name])
+
+
+OFFICIAL_SAMPLE_ACTIONS = {
+    'drol': drol_sample_actions,
+    'fql': fql_sample_actions,
+    'iql': iql_sample_actions,
+    'rebrac': rebrac_sample_actions,
+    'ifql': ifql_sample_actions,
+    'sac': sac_sample_actions,
+}
+OFFICIAL_TOTAL_LOSS = {
+    'drol': drol_total_loss,
+    'fql': fql_total_loss,
+    'iql': iql_total_loss,
+    'rebrac': rebrac_total_loss,
+    'ifql': ifql_total_loss,
+    'sac': sac_total_loss,
+}
+# Agents whose official update depends on the loop's update count: ``(agent, batch, completed)``.
+OFFICIAL_STEP_UPDATES = {'rebrac': rebrac_update}

@@ -16,6 +16,7 @@ from helpers import (
     bootstrapping_batch,
     check_official_layout_both_ways,
     check_official_target_lag,
+    first_update_gradient,
     mlp_layout,
     reference_critic,
     reference_mlp,
@@ -75,20 +76,24 @@ def test_official_parameters_both_ways_and_best_of_n_inference(tmp_path):
     observations = toy_dataset()['observations'][:5]
     seed = jax.random.PRNGKey(4)
     noise_seed, _ = jax.random.split(seed)  # The official split: the first key draws the noise.
-    # One observation, as the official agent takes it (and as vectorised evaluation vmaps it).
-    noises = jax.random.normal(noise_seed, (config['num_samples'], ACTION_DIM))
-    expected, q = reference_best_of_n(params, observations[0], noises, config['flow_steps'])
+
+    @jax.jit
+    def expected(params):
+        # One observation, as the official agent takes it (and as vectorised evaluation vmaps
+        # it), and a batch, each observation with its own row of the batch's noise.
+        steps, num = config['flow_steps'], config['num_samples']
+        noises = jax.random.normal(noise_seed, (num, ACTION_DIM))
+        single = reference_best_of_n(params, observations[0], noises, steps)
+        noises = jax.random.normal(noise_seed, (len(observations), num, ACTION_DIM))
+        batched = jax.vmap(lambda o, n: reference_best_of_n(params, o, n, steps)[0])
+        return single, batched(observations, noises)
+
+    (expected_single, q), expected_batch = expected(params)
     assert len(np.unique(np.round(np.asarray(q), 4))) > 1  # The Q ranking decides.
     single = restored.sample_actions(observations[0], seed=seed, temperature=0.0)
-    np.testing.assert_allclose(single, expected, rtol=1e-5, atol=1e-6)
-    # A batch: each observation keeps the best of its own samples.
-    noises = jax.random.normal(noise_seed, (5, config['num_samples'], ACTION_DIM))
-    expected = [
-        reference_best_of_n(params, o, n, config['flow_steps'])[0]
-        for o, n in zip(observations, noises, strict=True)
-    ]
+    np.testing.assert_allclose(single, expected_single, rtol=1e-5, atol=1e-6)
     batched = restored.sample_actions(observations, seed=seed)
-    np.testing.assert_allclose(batched, np.stack(expected), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(batched, expected_batch, rtol=1e-5, atol=1e-6)
 
 
 def reference_losses(params, batch, rng, config):
@@ -122,20 +127,19 @@ def reference_losses(params, batch, rng, config):
 
 
 def test_losses_and_gradients_match_the_equations():
+    # The agent's first update (the program the other tests compile) against the equations:
+    # each loss by its logged value, the gradient of their sum from Adam's first moment.
     agent = tiny_agent(IFQL).agent
-    batch = bootstrapping_batch(seed=6)
-    rng = jax.random.PRNGKey(13)
-    (loss, info), grads = jax.jit(
-        jax.value_and_grad(lambda p: agent.total_loss(batch, p, rng=rng), has_aux=True)
-    )(agent.network.params)
-    (ref_loss, parts), ref_grads = jax.jit(
+    batch = bootstrapping_batch(32, seed=6)
+    rng = jax.random.split(agent.rng)[1]  # The key the update gives its losses.
+    updated, info = agent.update(batch)
+    (_, parts), ref_grads = jax.jit(
         jax.value_and_grad(lambda p: reference_losses(p, batch, rng, agent.config), has_aux=True)
     )(agent.network.params)
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
     np.testing.assert_allclose(info['value/value_loss'], parts['value'], rtol=1e-5)
     np.testing.assert_allclose(info['critic/critic_loss'], parts['critic'], rtol=1e-5)
     np.testing.assert_allclose(info['actor/actor_loss'], parts['actor'], rtol=1e-5)
-    chex.assert_trees_all_close(grads, ref_grads, rtol=1e-4, atol=1e-6)
+    chex.assert_trees_all_close(first_update_gradient(updated), ref_grads, rtol=1e-4, atol=1e-6)
 
 
 def test_the_target_critic_follows_the_official_update():

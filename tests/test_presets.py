@@ -99,6 +99,26 @@ def test_third_party_agent_and_unknown_family_get_no_preset(tmp_path):
     assert toy.values == {} and 'no preset applies' in toy.note and 'toy-multimodal' in toy.note
 
 
+def test_the_paper_label_names_a_run_even_where_no_setting_applies():
+    """A table column is the agent as the paper names it, also for a task with no setting."""
+    labels = {
+        'drol': ('DROL(16)', 'DROL*'),
+        'fql': ('FQL', 'FQL'),
+        'iql': ('IQL', 'IQL'),
+        'rebrac': ('ReBRAC', 'ReBRAC'),
+        'ifql': ('IFQL', 'IFQL'),
+        'sac': ('RLPD', 'RLPD'),
+    }
+    for path in AGENT_PATHS:
+        name = agent_file(path).default_config()['agent_name']
+        paper, tuned = (applied(path, 'toy-multimodal', p) for p in ('paper', 'paper-tuned'))
+        assert paper.values == tuned.values == {} and 'no preset applies' in paper.note
+        assert (paper.label, tuned.label) == labels[name]
+        assert applied(path, 'toy-multimodal', 'none').label == name  # --preset=none: no label.
+    toy = applied(DROL, 'toy-multimodal')
+    assert presets.run_label(toy, {'bc_coef': 3.0}) == 'DROL(16) bc_coef=3.0'
+
+
 def test_a_preset_naming_an_unknown_hyperparameter_is_an_error():
     bogus = presets.AppliedPreset('paper', 'x', {'no_such_setting': 1}, 'X', '')
     with pytest.raises(AgentFileError, match='no_such_setting'):

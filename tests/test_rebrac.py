@@ -12,15 +12,20 @@ import numpy as np
 import pytest
 from helpers import (
     OFFICIAL_SHARED_CONFIG,
+    REBRAC_BC_SETTINGS,
     REPO,
+    TINY,
     TINY_HIDDEN,
     agent_file,
     bootstrapping_batch,
     check_official_layout_both_ways,
     check_official_target_lag,
+    first_update_gradient,
     mlp_layout,
+    read_csv_rows,
     reference_critic,
     reference_gaussian,
+    run_main,
     tiny_agent,
     toy_dataset,
     with_config,
@@ -64,7 +69,8 @@ def test_config_is_the_official_one():
 
 def test_official_parameters_both_ways_and_the_deterministic_action(tmp_path):
     restored, params = check_official_layout_both_ways(REBRAC, official_layout(), tmp_path)
-    observations = toy_dataset()['observations'][:6]
+    # The observations of the generic temperature test: the same compiled sample_actions.
+    observations = toy_dataset()['observations'][:5]
     mu = np.tanh(reference_gaussian(params['modules_actor'], observations)[0])
     for k in range(2):
         cold = restored.sample_actions(observations, seed=jax.random.PRNGKey(k), temperature=0.0)
@@ -117,16 +123,10 @@ def reference_losses(params, batch, rng, config):
 
 
 def test_losses_and_gradients_match_the_equations_with_both_bc_terms():
-    agent = with_config(tiny_agent(REBRAC).agent, alpha_actor=0.7, alpha_critic=0.4)
-    params, rng = agent.network.params, jax.random.PRNGKey(9)
-    batch = bootstrapping_batch(seed=4)
-
-    @jax.jit
-    @jax.vmap
-    def ours(full):
-        return jax.value_and_grad(
-            lambda p: agent.total_loss(batch, p, full_update=full, rng=rng), has_aux=True
-        )(params)
+    # The settings of the official-update test in test_agents_common.py: one update program.
+    agent = with_config(tiny_agent(REBRAC).agent, **REBRAC_BC_SETTINGS)
+    params, batch = agent.network.params, bootstrapping_batch(32, seed=4)
+    rng = jax.random.split(agent.rng)[1]  # The key an update gives its losses.
 
     @jax.jit
     def reference():
@@ -138,23 +138,22 @@ def test_losses_and_gradients_match_the_equations_with_both_bc_terms():
             parts[term] = value, grads
         return parts, reference_losses(params, batch, rng, agent.config)['bc']
 
-    (loss, info), grads = ours(jnp.array([True, False]))
+    # Update 1 trains the critic only; update 2 (one done before) is full.
+    critic_only, critic_only_info = agent.update(batch)
+    full, full_info = agent.replace(network=agent.network.replace(step=jnp.int32(1))).update(batch)
     parts, bc = reference()
     (critic, critic_grads), (actor, actor_grads) = parts['critic'], parts['actor']
-    np.testing.assert_allclose(info['critic/critic_loss'], [critic, critic], rtol=1e-5)
-    np.testing.assert_allclose(info['actor/total_loss'], [actor, actor], rtol=1e-5)
-    np.testing.assert_allclose(info['actor/bc_loss'], [bc, bc], rtol=1e-5)
+    for info in (critic_only_info, full_info):
+        np.testing.assert_allclose(info['critic/critic_loss'], critic, rtol=1e-5)
+        np.testing.assert_allclose(info['actor/total_loss'], actor, rtol=1e-5)
+        np.testing.assert_allclose(info['actor/bc_loss'], bc, rtol=1e-5)
     assert float(bc) > 0  # The BC terms are really in play.
     # A full update trains the critic and the actor; between full updates only the critic.
-    np.testing.assert_allclose(loss, [critic + actor, critic], rtol=1e-5)
-    full = jax.tree_util.tree_map(jnp.add, critic_grads, actor_grads)
-    chex.assert_trees_all_close(
-        jax.tree_util.tree_map(lambda g: g[0], grads), full, rtol=1e-4, atol=1e-6
-    )
-    chex.assert_trees_all_close(
-        jax.tree_util.tree_map(lambda g: g[1], grads), critic_grads, rtol=1e-4, atol=1e-6
-    )
-    assert not any(np.any(g[1]) for g in jax.tree_util.tree_leaves(grads['modules_actor']))
+    full_grads = jax.tree_util.tree_map(jnp.add, critic_grads, actor_grads)
+    chex.assert_trees_all_close(first_update_gradient(full), full_grads, rtol=1e-4, atol=1e-6)
+    grads = first_update_gradient(critic_only)
+    chex.assert_trees_all_close(grads, critic_grads, rtol=1e-4, atol=1e-6)
+    assert not any(np.any(g) for g in jax.tree_util.tree_leaves(grads['modules_actor']))
 
 
 def official_loop(agent, dataset, key, num_updates, batch_size):
@@ -201,3 +200,33 @@ def test_the_targets_follow_the_official_update_on_full_updates_only():
         chex.assert_trees_all_equal(first.network.params[name], agent.network.params[name])
     # Update 2 is full: both targets move towards the online networks of before it.
     check_official_target_lag(first, bootstrapping_batch(32, 1), targets=('critic', 'actor'))
+
+
+@pytest.mark.slow
+def test_online_with_balanced_sampling_through_main_reads_next_actions(tmp_path):
+    """Half of each online batch comes from the dataset and half from the replay buffer; both
+    halves carry ``next_actions``, which the critic's BC term reads (a batch without them fails
+    the update)."""
+    result = run_main(
+        f'--agent={REBRAC}',
+        '--env_name=toy-multimodal',
+        '--offline_steps=0',
+        '--online_steps=40',
+        '--balanced_sampling=1',
+        '--agent.alpha_critic=0.5',
+        '--agent.alpha_actor=0.1',
+        '--log_interval=20',
+        '--eval_interval=40',
+        '--eval_episodes=2',
+        f'--save_dir={tmp_path}',
+        '--run_group=online',
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = tmp_path / 'online' / 'toy-multimodal' / 'rebrac' / 'seed0'
+    header, rows = read_csv_rows(run_dir / 'train.csv')
+    assert [r.split(',')[0] for r in rows] == ['20', '40']
+    critic_loss = header.index('training/critic/critic_loss')
+    assert all(np.isfinite(float(r.split(',')[critic_loss])) for r in rows)
+    _, rows = read_csv_rows(run_dir / 'eval.csv')
+    assert [r.split(',')[0] for r in rows] == ['1', '40']

@@ -183,4 +183,4 @@ def test_a_jobs_command_is_written_from_its_settings(tmp_path):
     )
     assert '--agent.bc_coef=3.0' in job.args and '--progress=false' in job.args
     assert job.agent_config['bc_coef'] == 3.0 and job.agent_config['num_candidates'] == 16
-    assert job.label == 'drol bc_coef=3.0' and job.total_steps == 1_000_000
+    assert job.label == 'DROL(16) bc_coef=3.0' and job.total_steps == 1_000_000

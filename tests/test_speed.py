@@ -205,7 +205,17 @@ def test_update_speed_quick_runs():
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert ' DROL |' in result.stdout and ' FQL |' in result.stdout
+    # Every agent file gets a host and a fused row, and a fused-over-host ratio.
+    rows = [line.split('|') for line in result.stdout.splitlines() if line.startswith('|')]
+    cells = [[c.strip() for c in row[1:-1]] for row in rows]
+    from helpers import agent_file
+
+    names = {agent_file(p).agent_class.__name__.removesuffix('Agent') for p in agent_paths()}
+    assert len(names) == len(agent_paths()) >= 6
+    for name in names:
+        assert {c[1] for c in cells if c[0] == name} >= {'host', 'fused'}, name
+    ratios = {c[0] for c in cells if len(c) == 5 and c[2].endswith('x')}
+    assert ratios == names
