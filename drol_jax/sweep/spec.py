@@ -94,6 +94,9 @@ class Job:
     total_steps: int
     preset_values: dict[str, Any]
     preset_note: str
+    # Every hyperparameter the job's runs use (the agent file's defaults, the preset, the
+    # explicit values): what its cost estimate depends on.
+    agent_config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def command(self) -> str:
@@ -383,6 +386,7 @@ def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Jo
                     total_steps=_total_steps(run_flags),
                     preset_values=applied.values,
                     preset_note=applied.note,
+                    agent_config={**defaults, **agent_values},
                 )
                 folder = job.run_dirs[0]
                 if folder in by_folder:
