@@ -740,6 +740,7 @@ def test_sigint_to_the_launcher_stops_its_jobs_and_a_relaunch_resumes(tmp_path):
     log = Path(job_dir(sweep_dir, first), 'log.txt')
     try:
         wait_until(lambda: f'from step {saved}.' in log.read_text(), 'the job to resume')
+        wait_until(lambda: max(csv_steps(train_csv)) > saved, 'the resumed job to train')
         relaunch.send_signal(signal.SIGINT)
         out = relaunch.communicate(timeout=600)[0]
     finally:

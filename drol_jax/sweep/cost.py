@@ -212,6 +212,7 @@ class JobCost:
     seconds: float
     seed_updates_per_second: float
     derived: tuple[str, ...]  # How the rate was derived where it was not measured as such.
+    compile_s: float = 0.0  # Part of ``seconds``: the compilation measured with the rate.
 
 
 def _one_job_seconds(rates: Sequence[Rate], setting: Setting) -> tuple[float, list[str], Rate]:
@@ -307,6 +308,7 @@ def job_cost(table: RateTable, job: Job, jobs_per_gpu: int = 1) -> JobCost:
         updates * seconds + startup,
         setting.seeds / seconds,
         tuple(dict.fromkeys(derived)),
+        startup,
     )
 
 
@@ -342,7 +344,8 @@ def describe_cost(table: RateTable, jobs: list[Job]) -> list[str]:
     """Lines of the dry run: every job's time (one job per device) by setting, and the source."""
     costs = [job_cost(table, job) for job in jobs]
     total = sum(c.seconds for c in costs)
-    startup = ' and compilation' if any(r.compile_s for r in table.rates) else ''
+    compiled = sum(bool(c.compile_s) for c in costs)
+    startup = {0: '', len(costs): ' and compilation'}.get(compiled, ' (compilation where measured)')
     shown = f' ({format_duration(total)})' if total < 3600 else ''
     lines = [
         f'estimate: {_hours(total)} device-hours{shown} of training{startup} '
@@ -388,7 +391,7 @@ def describe_plan(
     busy = sum(c.seconds for c in costs) / max(wall * gpus * jobs_per_gpu, 1e-9)
     return [
         f'{head} ({how}): {len(jobs)} jobs in about {format_duration(wall)} wall-clock '
-        f'(training, compilation where measured; evaluation not counted); places busy '
+        '(training and, where measured, compilation; evaluation not counted); places busy '
         f'{100 * busy:.0f}% of that time',
         f'  rates: {table.source}',
     ]

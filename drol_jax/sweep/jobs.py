@@ -306,7 +306,7 @@ class JobRunner:
             if returncode < 0:
                 reason = f'killed by {signal.Signals(-returncode).name}; last line: {reason}'
             state, details = 'failed', {'error': reason}
-        write_state(self.sweep_dir, self.job, state, returncode=returncode, **details)
+        write_state(self.sweep_dir, self.job, state, returncode=returncode, env=self.env, **details)
         return state
 
     def _discard_partial_runs(self, folder: str) -> None:
