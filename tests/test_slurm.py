@@ -49,6 +49,23 @@ def launch_on_slurm(path, save_dir, *extra):
     return cli.main([path, *args, *extra, '--save_dir', str(save_dir)])
 
 
+def queue_is_busy(cluster):
+    """Whether SLURM still lists a pending, running or completing job."""
+    return bool(cluster.run(['squeue', '--noheader']).stdout.strip())
+
+
+def launch_one_job(tmp_path, flags=None):
+    """Launch a one-job toy sweep on SLURM: its path, job, sweep folder, job folder, SLURM id."""
+    path = toy_sweep(tmp_path, flags=flags)
+    sweep = spec.load_sweep(path)
+    (job,) = spec.expand(sweep, str(tmp_path))
+    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
+    assert launch_on_slurm(path, tmp_path) == 0
+    folder = Path(job_dir(sweep_dir, job))
+    slurm_id = json.loads((folder / SUBMITTED_FILE).read_text())['slurm_job_id']
+    return path, job, sweep_dir, folder, slurm_id
+
+
 def steps_of(path):
     with open(path) as f:
         return [int(float(row['step'])) for row in csv.DictReader(f)]
@@ -93,13 +110,7 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, capsys):
         'eval_interval': 10_000,
         'save_interval': 1_000_000,  # no periodic checkpoint: every resume uses a signal's
     }
-    path = toy_sweep(tmp_path, flags=flags)
-    sweep = spec.load_sweep(path)
-    (job,) = spec.expand(sweep, str(tmp_path))
-    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
-    assert launch_on_slurm(path, tmp_path) == 0
-    folder = Path(job_dir(sweep_dir, job))
-    slurm_id = json.loads((folder / SUBMITTED_FILE).read_text())['slurm_job_id']
+    _, job, sweep_dir, folder, slurm_id = launch_one_job(tmp_path, flags)
     train_csv = Path(job.run_dirs[0], 'train.csv')
 
     def reached(step):
@@ -169,7 +180,9 @@ def test_packed_jobs_share_a_task_and_requeue_and_rerun_one_by_one(cluster, tmp_
     for job in jobs:
         for run_dir in job.run_dirs:
             assert steps_of(Path(run_dir, 'eval.csv')) == [1, 1_000, 2_000, 3_000]
-    # A re-run launches only what is not done: here one job whose run lost its summary.
+    # A re-run launches only what is not done: here one job whose run lost its summary (once
+    # both array tasks have left the queue: a job of a live task is left alone).
+    wait_for(lambda: not queue_is_busy(cluster), 'the array tasks to end', cluster)
     Path(jobs[1].run_dirs[0], 'summary.json').unlink()
     assert launch_on_slurm(path, tmp_path, '--jobs_per_gpu', '2') == 0
     assert 'jobs: 1 to launch, 2 done (skipped)' in capsys.readouterr().out
@@ -178,13 +191,7 @@ def test_packed_jobs_share_a_task_and_requeue_and_rerun_one_by_one(cluster, tmp_
 
 
 def test_job_cancelled_during_start_up_is_stopped_and_relaunches(cluster, tmp_path, capsys):
-    path = toy_sweep(tmp_path)
-    sweep = spec.load_sweep(path)
-    (job,) = spec.expand(sweep, str(tmp_path))
-    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
-    assert launch_on_slurm(path, tmp_path) == 0
-    folder = Path(job_dir(sweep_dir, job))
-    slurm_id = json.loads((folder / SUBMITTED_FILE).read_text())['slurm_job_id']
+    path, job, sweep_dir, folder, slurm_id = launch_one_job(tmp_path)
     # As soon as main.py starts (it then imports jax and compiles for many seconds).
     wait_for(lambda: (folder / STATE_FILE).exists(), 'main.py to start', cluster)
     cluster.run(['scancel', slurm_id])
@@ -216,4 +223,4 @@ def test_gpus_on_a_node_without_gpus_is_one_error_line(cluster, tmp_path, capsys
     assert len(err) == 1 and err[0].startswith('error: sbatch refused --gpus_per_node 1'), err
     assert 'pass --gpus_per_node 0' in err[0]
     assert json.loads(state.read_text())['reason'] == 'an earlier attempt'  # nothing lost
-    assert cluster.run(['squeue', '--noheader']).stdout.strip() == ''
+    assert not queue_is_busy(cluster)

@@ -11,7 +11,9 @@ SIGTERM preemption works the same way, because SLURM signals every main.py direc
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import os
 import shutil
 import signal
@@ -171,8 +173,7 @@ def _refusal(error: Exception, options: SlurmOptions) -> str:
         return (
             f'sbatch refused --gpus_per_node {options.gpus_per_node}: the partition '
             f'{options.partition or "(default)"} has no GPUs configured for SLURM (GRES). For CPU '
-            'nodes pass --gpus_per_node 0; for GPU nodes pick their --partition. (sbatch: '
-            f'{first.strip()})'
+            f'nodes pass --gpus_per_node 0; for GPU nodes pick their --partition. ({first.strip()})'
         )
     return f'sbatch refused the jobs: {first}'
 
@@ -218,7 +219,8 @@ def submit_slurm(
         for pack in packs
     ]
     try:
-        with executor.batch():
+        # submitit copies sbatch's complaint to stderr; it is part of the one error line instead.
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             submitted = [executor.submit(runner) for runner in runners]
     except (FailedJobError, FailedSubmissionError) as e:
         for job in jobs:

@@ -84,6 +84,9 @@ def job_status(job: Job, sweep_dir: str, queue: dict[str, str] | None) -> JobSta
     submitted = read_json(os.path.join(folder, SUBMITTED_FILE))
     if state is None and submitted is None:
         return JobStatus(job, 'pending', False, 'not launched', progress)
+    if state is not None and state['state'] == 'failed':
+        # Final even while its SLURM task runs on (the other jobs of a pack) or is requeued.
+        return JobStatus(job, 'failed', False, state.get('error') or 'failed', progress)
     record = state or submitted
     slurm_id = record.get('slurm_job_id') or (submitted or {}).get('slurm_job_id')
     alive: bool | None
@@ -109,8 +112,6 @@ def job_status(job: Job, sweep_dir: str, queue: dict[str, str] | None) -> JobSta
     if recorded == 'submitted':
         detail = f'not started ({where} ended before starting it); the next launch starts it'
         return JobStatus(job, 'pending', False, detail, progress)
-    if recorded == 'failed':
-        return JobStatus(job, 'failed', False, state.get('error') or 'failed', progress)
     return JobStatus(job, 'stopped', False, state.get('reason', ''), progress)
 
 
