@@ -48,7 +48,9 @@ class Rate:
     seeds: int
     jobs_per_gpu: int
     seconds_per_update: float
-    compile_s: float | None = None
+    # Seconds before the first update: the compilation (device check), or the whole start-up of
+    # main.py (imports, data, compilation) where that was measured.
+    startup_s: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,21 +69,23 @@ class RateTable:
 
 
 def _cpu_rates() -> tuple[Rate, ...]:
-    """The development CPU's measurements (bench/RESULTS.md), one seed and one job at a time."""
+    """The development CPU's measurements (bench/RESULTS.md): one job at a time."""
+    # Fused blocks of one seed at the paper's sizes (ms per update, quiet machine).
     paper = [('drol', 1, 30.7), ('drol', 4, 33.6), ('drol', 16, 47.0), ('drol', 64, 115.8)]
     paper.append(('fql', None, 46.7))
     rates = [Rate(a, k, *PAPER_SIZES, 1, 1, ms / 1e3) for a, k, ms in paper]
-    toy = [('drol', 16, 1, 2.81, 31.0), ('drol', 16, 2, 3.54, 33.0)]
-    toy += [('fql', None, 1, 3.61, 36.0), ('fql', None, 2, 4.92, 37.0)]
-    rates += [Rate(a, k, *TOY_SIZES, s, 1, ms / 1e3, c) for a, k, s, ms, c in toy]
+    # The toy sweep's jobs (2 seeds) as main.py measured them, with their start-up (busy machine).
+    toy = [('drol', 16, 90.0, 51.0), ('fql', None, 191.2, 57.0)]
+    rates += [Rate(a, k, *TOY_SIZES, 2, 1, 1 / per_s, up) for a, k, per_s, up in toy]
     return tuple(rates)
 
 
 CPU_RATES = RateTable(
     source='fused blocks measured on the 2-core AMD EPYC CPU of the development machine, no GPU '
-    "(bench/RESULTS.md): DROL K=1, 4, 16, 64 and FQL at the paper's sizes, DROL(16) and FQL at "
-    "the toy sweep's sizes with their compilation; on a CPU more seeds share the same cores. "
-    'For your machine: --device_check (python bench/device_check.py) or --updates_per_second',
+    "(bench/RESULTS.md): DROL K=1, 4, 16, 64 and FQL at the paper's sizes (quiet machine), "
+    'DROL(16) and FQL jobs of the toy sweep with their start-up (busy machine: an upper bound); '
+    'on a CPU more seeds share the same cores. For your machine: --device_check (python '
+    'bench/device_check.py) or --updates_per_second',
     rates=_cpu_rates(),
 )
 
@@ -111,7 +115,7 @@ def load_device_check(path: str) -> RateTable:
                 seeds=int(r['seeds']),
                 jobs_per_gpu=int(r['jobs_per_gpu']),
                 seconds_per_update=float(r['seconds_per_update']),
-                compile_s=r.get('compile_s'),
+                startup_s=r.get('compile_s'),
             )
             for r in payload['rates']
             if r.get('mode') == 'fused' and r.get('seconds_per_update')
@@ -212,7 +216,7 @@ class JobCost:
     seconds: float
     seed_updates_per_second: float
     derived: tuple[str, ...]  # How the rate was derived where it was not measured as such.
-    compile_s: float = 0.0  # Part of ``seconds``: the compilation measured with the rate.
+    startup_s: float = 0.0  # Part of ``seconds``: the start-up measured with the rate.
 
 
 def _one_job_seconds(rates: Sequence[Rate], setting: Setting) -> tuple[float, list[str], Rate]:
@@ -301,7 +305,7 @@ def job_cost(table: RateTable, job: Job, jobs_per_gpu: int = 1) -> JobCost:
     if jobs_per_gpu > 1:
         factor, how = _sharing_factor(table, closest, jobs_per_gpu)
         seconds, derived = seconds * factor, derived + how
-    startup = closest.compile_s or 0.0
+    startup = closest.startup_s or 0.0
     return JobCost(
         job,
         setting,
@@ -344,8 +348,8 @@ def describe_cost(table: RateTable, jobs: list[Job]) -> list[str]:
     """Lines of the dry run: every job's time (one job per device) by setting, and the source."""
     costs = [job_cost(table, job) for job in jobs]
     total = sum(c.seconds for c in costs)
-    compiled = sum(bool(c.compile_s) for c in costs)
-    startup = {0: '', len(costs): ' and compilation'}.get(compiled, ' (compilation where measured)')
+    counted = sum(bool(c.startup_s) for c in costs)
+    startup = {0: '', len(costs): ' and start-up'}.get(counted, ' (start-up where measured)')
     shown = f' ({format_duration(total)})' if total < 3600 else ''
     lines = [
         f'estimate: {_hours(total)} device-hours{shown} of training{startup} '
@@ -391,7 +395,7 @@ def describe_plan(
     busy = sum(c.seconds for c in costs) / max(wall * gpus * jobs_per_gpu, 1e-9)
     return [
         f'{head} ({how}): {len(jobs)} jobs in about {format_duration(wall)} wall-clock '
-        '(training and, where measured, compilation; evaluation not counted); places busy '
+        '(training and, where measured, start-up; evaluation not counted); places busy '
         f'{100 * busy:.0f}% of that time',
         f'  rates: {table.source}',
     ]
