@@ -720,7 +720,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.updates is None:
         args.updates = 5 if args.quick else 100
     if args.shared_s is None:
-        args.shared_s = 2.0 if args.quick else 8.0
+        args.shared_s = 2.0 if args.quick else 5.0
     return args
 
 

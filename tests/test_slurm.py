@@ -50,7 +50,7 @@ def launch_on_slurm(path, save_dir, *extra):
 
 
 def queue_is_busy(cluster):
-    """Whether SLURM still lists a pending, running or completing job."""
+    """Whether SLURM lists a job that is pending, running or completing."""
     return bool(cluster.run(['squeue', '--noheader']).stdout.strip())
 
 
@@ -222,5 +222,6 @@ def test_gpus_on_a_node_without_gpus_is_one_error_line(cluster, tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: sbatch refused --gpus_per_node 1'), err
     assert 'pass --gpus_per_node 0' in err[0]
-    assert json.loads(state.read_text())['reason'] == 'an earlier attempt'  # nothing lost
-    assert not queue_is_busy(cluster)
+    # Nothing submitted, nothing lost.
+    assert json.loads(state.read_text())['reason'] == 'an earlier attempt'
+    assert not Path(job_dir(sweep_dir, job), SUBMITTED_FILE).exists()
