@@ -775,8 +775,7 @@ def test_sigterm_during_start_up_stops_the_job_and_it_relaunches(tmp_path, capsy
 @pytest.mark.slow
 def test_device_check_quick_writes_what_the_dry_run_reads(tmp_path, capsys):
     command = [sys.executable, 'bench/device_check.py', '--quick', '--out', str(tmp_path)]
-    # A generous budget: on a loaded machine the reduced check must still measure everything.
-    subprocess.run([*command, '--budget_s', '3000'], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
     result = json.loads((tmp_path / 'device_check.json').read_text())
     assert result['tool'] == 'bench/device_check.py' and result['quick'] and not result['skipped']
     measured = {

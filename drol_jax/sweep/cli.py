@@ -2,8 +2,9 @@
 
 Usage::
 
-    python -m drol_jax.sweep SWEEP_FILE[:ARGUMENT] --dry_run
+    python -m drol_jax.sweep SWEEP_FILE[:ARGUMENT] --dry_run [--device_check FILE --gpus 8 ...]
     python -m drol_jax.sweep SWEEP_FILE[:ARGUMENT] [--launcher local --parallel N]
+    python -m drol_jax.sweep SWEEP_FILE[:ARGUMENT] [--gpus 0,1 --jobs_per_gpu M]
     python -m drol_jax.sweep SWEEP_FILE[:ARGUMENT] --launcher slurm --partition gpu ...
     python -m drol_jax.sweep status SWEEP_DIR
 
@@ -75,8 +76,8 @@ def launch_parser() -> argparse.ArgumentParser:
     gpus = parser.add_argument_group('GPUs (local launcher; with --dry_run: the node to plan)')
     gpus.add_argument(
         '--gpus',
-        help='GPUs to use: a count (the first N visible) or ids such as 0,1,3 (default: every '
-        'visible GPU); with --dry_run, the GPUs of the node the plan is for',
+        help='GPUs to use: a count (the first N visible) or ids such as 0,1,3 (one id: 3,); '
+        'default: every visible GPU; with --dry_run, the GPUs of the node the plan is for',
     )
     gpus.add_argument(
         '--jobs_per_gpu',
