@@ -25,6 +25,11 @@ from pathlib import Path
 
 BINARIES = ('munged', 'slurmctld', 'slurmd', 'sbatch', 'squeue', 'scontrol', 'sinfo')
 NODE_CPUS = 2
+# Lifetime of a job credential, which is also how long SLURM holds a requeued job before it
+# starts again (slurm.conf's AuthInfo cred_expire; SLURM's default is 120 s). The hold lets
+# slurmd finish with the previous run: starting the job sooner (scontrol StartTime=now) can
+# meet "Job credential revoked". Short here, so requeue tests wait seconds, not minutes.
+CRED_EXPIRE_S = 10
 
 
 def missing_requirement() -> str | None:
@@ -75,7 +80,7 @@ class SlurmCluster:
             'SlurmdUser=root',
             'AuthType=auth/munge',
             'CredType=cred/munge',
-            f'AuthInfo=socket={self.munge_socket}',
+            f'AuthInfo=socket={self.munge_socket},cred_expire={CRED_EXPIRE_S}',
             'ProctrackType=proctrack/linuxproc',
             'TaskPlugin=task/none',
             'SelectType=select/cons_tres',

@@ -3,16 +3,29 @@
 import csv
 import json
 import os
+import pickle
+import re
+import signal
 import socket
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from drol_jax.sweep import cli, spec
-from drol_jax.sweep.jobs import STATE_FILE, job_dir, read_progress
-from drol_jax.sweep.launchers import parse_sbatch_lines, plan_launch
+from drol_jax.sweep import cli, cost, gpus, spec
+from drol_jax.sweep.jobs import (
+    STATE_FILE,
+    SUBMITTED_FILE,
+    JobRunner,
+    job_dir,
+    read_json,
+    read_progress,
+)
+from drol_jax.sweep.launchers import LocalLauncher, plan_launch
+from drol_jax.sweep.slurm import PackRunner, SlurmOptions, _refusal, parse_sbatch_lines
 from drol_jax.sweep.status import format_status, sweep_statuses
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +84,7 @@ def test_ogbench_drol16_dry_run_lists_50_jobs_with_the_published_settings(tmp_pa
     assert status == 0
     out = capsys.readouterr().out
     assert 'ogbench_drol16 (' in out and '50 jobs, 400 runs (8 seeds per job' in out
-    assert 'device-hours' in out and 'AMD EPYC' in out
+    assert 'estimate: 5,222 device-hours' in out and 'AMD EPYC' in out
     lines = commands(out)
     assert len(lines) == 50
     for line in lines:
@@ -143,6 +156,192 @@ def test_num_seeds_option_and_cost_estimate(tmp_path, capsys):
     out = capsys.readouterr().out
     # 18 jobs x 2 seeds x 500k updates / 500 per second = 10 hours.
     assert '18 jobs, 36 runs' in out and 'estimate: 10 device-hours' in out
+
+
+def estimate_hours(out):
+    line = next(line for line in out.splitlines() if line.startswith('estimate: '))
+    return float(line.split()[1].replace(',', ''))
+
+
+@pytest.mark.parametrize(
+    'variant, hours', [('drol16', 5222), ('fql', 5189), ('drol_star', 7291), ('k_sweep', 8150)]
+)
+def test_estimate_prices_each_job_at_its_own_k(tmp_path, capsys, variant, hours):
+    # DROL* and the K sweep hold K up to 64, which costs 2.5x K=16 per update on the CPU.
+    args = [f'{SWEEPS}/ogbench.py:{variant}', '--dry_run', '--save_dir', str(tmp_path)]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert estimate_hours(out) == pytest.approx(hours, rel=2e-3)
+    if variant == 'k_sweep':
+        assert 'DROL K=2, hidden 4x512, batch 256, 8 seeds: 10 jobs at 31.6' in out
+        assert 'K interpolated 1-4' in out and 'K interpolated 16-64' in out
+
+
+def test_estimate_of_small_networks_uses_their_own_rate(tmp_path, capsys):
+    assert cli.main([f'{SWEEPS}/toy.py', '--dry_run', '--save_dir', str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # Measured at the toy sweep's own sizes, compilation included: minutes, not 0.26 h.
+    assert 'DROL K=16, hidden 2x64, batch 64, 2 seeds: 1 job at' in out
+    assert 'not measured' not in out and estimate_hours(out) < 0.1
+    assert cli.main([toy_sweep(tmp_path), '--dry_run', '--save_dir', str(tmp_path)]) == 0
+    assert 'sizes not measured' in capsys.readouterr().out  # tiny (32, 32): said so
+
+
+def device_check_file(folder, rates, platform='gpu'):
+    """A device-check result (the test's own figures, in the file format the dry run reads)."""
+    rows = [
+        {
+            'agent': 'drol',
+            'num_candidates': 16,
+            'mode': 'fused',
+            'hidden': [32, 32],
+            'batch_size': 32,
+            'seeds': 2,
+            'jobs_per_gpu': jobs,
+            'seconds_per_update': seconds,
+            'compile_s': 5.0,
+        }
+        for jobs, seconds in rates.items()
+    ]
+    payload = {
+        'tool': 'bench/device_check.py',
+        'date': '2026-01-01 00:00:00',
+        'device': {'platform': platform, 'kind': 'Test GPU', 'count': 1},
+        'rates': rows,
+    }
+    path = Path(folder) / 'device_check.json'
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+def test_dry_run_plans_a_node_from_the_device_check(tmp_path, capsys):
+    path = toy_sweep(tmp_path, grid={'agent.q_coef': [0.5, 1.0, 2.0]})
+    measured = device_check_file(tmp_path, {1: 0.01, 2: 0.015})
+    args = [path, '--dry_run', '--save_dir', str(tmp_path), '--device_check', measured]
+    assert cli.main([*args, '--gpus', '1', '--jobs_per_gpu', '2']) == 0
+    out = capsys.readouterr().out
+    # Each job: 200 updates x 15 ms + 5 s of compilation = 8 s; 3 jobs on 2 places: 16 s.
+    assert 'plan: 1 GPU(s) x 2 job(s) per GPU (2 jobs at a time' in out
+    assert '3 jobs in about 16 s wall-clock' in out
+    assert 'rates: measured by bench/device_check.py on Test GPU (gpu)' in out
+    # Alone a job takes 200 x 10 ms + 5 s = 7 s: 21 device-seconds in all.
+    assert 'estimate: 0.0058 device-hours (21 s)' in out
+    assert cli.main([*args, '--gpus', '2', '--jobs_per_gpu', '4']) == 2
+    assert 'jobs per GPU measured: 1, 2' in one_error_line(capsys)
+
+
+def test_no_gpu_figure_without_a_measured_rate(tmp_path, capsys):
+    path = toy_sweep(tmp_path)
+    args = [path, '--dry_run', '--save_dir', str(tmp_path), '--gpus', '8']
+    assert cli.main(args) == 0
+    plan = [line for line in capsys.readouterr().out.splitlines() if line.startswith('plan: ')]
+    assert plan == [
+        'plan: 8 GPU(s) x 1 job(s) per GPU: needs update rates measured on that GPU: run python '
+        'bench/device_check.py on the node and pass --device_check FILE (or --updates_per_second)'
+    ]
+    assert cli.main([*args, '--updates_per_second', '800']) == 0
+    assert '(--updates_per_second)' in capsys.readouterr().out
+    bad = tmp_path / 'bad.json'
+    bad.write_text('{"tool": "something else"}')
+    assert cli.main([*args, '--device_check', str(bad)]) == 2
+    assert 'not a bench/device_check.py result' in one_error_line(capsys)
+    assert cli.main([*args, '--device_check', str(bad), '--updates_per_second', '8']) == 2
+    assert 'not both' in one_error_line(capsys)
+
+
+def test_interpolation_between_measured_points():
+    points = {1: 30.0, 4: 36.0, 16: 48.0}
+    assert cost.interpolate(points, 4, 'linear') == (36.0, 'measured')
+    assert cost.interpolate(points, 2, 'linear') == (32.0, 'interpolated 1-4')
+    assert cost.interpolate(points, 64, 'linear') == (96.0, 'extrapolated from 4, 16')
+    assert cost.interpolate({8: 2.0}, 1, 'proportional') == (2.0, 'taken at 8')
+    assert cost.interpolate({8: 2.0}, 32, 'proportional') == (8.0, 'scaled from 8')
+    assert cost.makespan([8, 8, 8], 2) == 16 and cost.makespan([5, 1, 1, 1], 2) == 5
+
+
+# ------------------------------------------------------------------------ GPU placement
+
+H200 = [gpus.Gpu(str(i), 'NVIDIA H200', 143771, f'GPU-{i}') for i in range(3)]
+
+
+def test_visible_gpus_follow_cuda_visible_devices():
+    assert gpus.visible_gpus({}, H200) == (H200, 'nvidia-smi')
+    chosen, how = gpus.visible_gpus({'CUDA_VISIBLE_DEVICES': 'GPU-2,0'}, H200)
+    assert [(g.device, g.name) for g in chosen] == [('GPU-2', 'NVIDIA H200'), ('0', 'NVIDIA H200')]
+    assert how == 'CUDA_VISIBLE_DEVICES=GPU-2,0'
+    assert gpus.visible_gpus({'CUDA_VISIBLE_DEVICES': ''}, H200)[0] == []
+    assert gpus.visible_gpus({}, None) == (
+        [],
+        'nvidia-smi is not available (no NVIDIA driver here)',
+    )
+
+
+def test_gpus_option_picks_a_count_or_ids():
+    assert gpus.choose_gpus(gpus.parse_gpus('2'), H200, 'x') == H200[:2]
+    assert gpus.choose_gpus(gpus.parse_gpus('2,0'), H200, 'x') == [H200[2], H200[0]]
+    assert gpus.choose_gpus(gpus.parse_gpus('1,'), H200, 'x') == [H200[1]]
+    assert gpus.choose_gpus(None, H200, 'x') == H200
+    for value, message in [
+        ('4', 'only 3 GPU(s) visible'),
+        ('0,7', 'GPU 7 not visible'),
+        ('0', 'count >= 1'),
+        ('1,1', 'distinct'),
+    ]:
+        with pytest.raises(spec.UserError, match=re.escape(message)):
+            gpus.choose_gpus(gpus.parse_gpus(value), H200, 'x')
+    with pytest.raises(spec.UserError, match='no GPU is visible here'):
+        gpus.choose_gpus(2, [], 'nvidia-smi lists no GPU')
+
+
+def test_each_job_sees_one_gpu_and_its_memory_share(monkeypatch):
+    for name in gpus.MEMORY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    slots = gpus.make_slots(H200[:2], 2, 'share', cpu_jobs=0)
+    # Interleaved: the first jobs spread over the GPUs before any GPU gets a second one.
+    assert [slot.env for slot in slots] == [
+        {'CUDA_VISIBLE_DEVICES': device, 'XLA_PYTHON_CLIENT_MEM_FRACTION': '0.450'}
+        for device in ('0', '1', '0', '1')
+    ]
+    plan = gpus.describe_slots(slots, 2, 'nvidia-smi')
+    assert plan.startswith('placement: 2 GPU(s) [0 (NVIDIA H200, 143771 MB); 1 (NVIDIA H200')
+    assert '2 job(s) per GPU: 4 job(s) at a time' in plan
+    assert 'XLA_PYTHON_CLIENT_MEM_FRACTION=0.450' in plan
+    grow = gpus.make_slots(H200[:1], 4, 'grow', cpu_jobs=0)
+    assert grow[0].env == {'CUDA_VISIBLE_DEVICES': '0', 'XLA_PYTHON_CLIENT_PREALLOCATE': 'false'}
+    alone = gpus.make_slots(H200[:1], 1, 'share', cpu_jobs=0)
+    assert alone[0].env == {'CUDA_VISIBLE_DEVICES': '0'}
+    assert "JAX's default preallocation" in gpus.describe_slots(alone, 1, 'nvidia-smi')
+    # A share the user exported is kept (the jobs inherit it).
+    monkeypatch.setenv('XLA_PYTHON_CLIENT_MEM_FRACTION', '0.2')
+    kept = gpus.make_slots(H200[:1], 2, 'share', cpu_jobs=0)
+    assert kept[0].env == {'CUDA_VISIBLE_DEVICES': '0'}
+    assert 'your own XLA_PYTHON_CLIENT_MEM_FRACTION=0.2' in gpus.describe_slots(kept, 2, 'x')
+    cpu = gpus.make_slots([], 2, 'share', cpu_jobs=3)
+    assert [slot.env for slot in cpu] == [{}, {}, {}] and cpu[0].where == 'CPU'
+
+
+def test_gpu_options_on_a_machine_without_gpus(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gpus, 'query_nvidia_smi', lambda: None)
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    args = cli.launch_parser().parse_args([str(tmp_path / 'x.py'), '--jobs_per_gpu', '2'])
+    slots, line = cli.local_slots(args)
+    assert [slot.gpu for slot in slots] == [None]
+    assert line == (
+        'placement: 1 job(s) at a time on the CPU (no GPU: nvidia-smi is not available (no '
+        'NVIDIA driver here)); --jobs_per_gpu 2 has no effect without a GPU'
+    )
+    path = toy_sweep(tmp_path)
+    assert cli.main([path, '--gpus', '2', '--save_dir', str(tmp_path)]) == 2
+    assert 'no GPU is visible here' in one_error_line(capsys)
+    assert not (tmp_path / 'toy_test').exists()  # nothing written, nothing launched
+
+
+def test_parallel_beyond_the_gpu_places_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(gpus, 'query_nvidia_smi', lambda: H200[:2])
+    monkeypatch.delenv('CUDA_VISIBLE_DEVICES', raising=False)
+    path = toy_sweep(tmp_path)
+    assert cli.main([path, '--parallel', '5', '--save_dir', str(tmp_path)]) == 2
+    assert 'give 2 places' in one_error_line(capsys)
 
 
 # ------------------------------------------------------------------------ sweep files
@@ -297,6 +496,79 @@ def test_status_and_launch_plan_of_every_state(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    'returncode, state, says',
+    [
+        (143, 'stopped', 'stopped by SIGTERM during start-up; the next launch starts it again'),
+        (-15, 'stopped', 'stopped by SIGTERM; the next launch starts it again'),
+        (130, 'stopped', 'stopped by SIGINT during start-up'),
+        (-2, 'stopped', 'stopped by SIGINT'),
+        (0, 'stopped', 'interrupted; run the sweep again to resume'),
+        (2, 'failed', 'error: bad discount 1.5.'),
+        (-9, 'failed', 'killed by SIGKILL; last line: error: bad discount 1.5.'),
+    ],
+)
+def test_a_job_stopped_by_a_signal_is_stopped_not_failed(tmp_path, returncode, state, says):
+    sweep = spec.load_sweep(toy_sweep(tmp_path))
+    (job,) = spec.expand(sweep, str(tmp_path))
+    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
+    runner = JobRunner(job, sweep_dir, str(ROOT), shield_requeue_signal=False)
+    assert runner._finish(returncode, 'Environment: toy\nerror: bad discount 1.5.\n') == state
+    recorded = json.loads(Path(job_dir(sweep_dir, job), STATE_FILE).read_text())
+    assert recorded['state'] == state and recorded['returncode'] == returncode
+    assert says in recorded.get('reason', recorded.get('error'))
+    (status,) = sweep_statuses(sweep_dir, [job])
+    assert status.state == state and plan_launch([status], False).launch == (
+        [job] if state == 'stopped' else []
+    )
+
+
+def test_jobs_that_never_started_are_pending(tmp_path, capsys):
+    sweep = spec.load_sweep(toy_sweep(tmp_path))
+    (job,) = spec.expand(sweep, str(tmp_path))
+    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
+    gone = subprocess.run(
+        [sys.executable, '-c', 'import os; print(os.getpid())'],
+        text=True,
+        capture_output=True,
+        check=True,
+    )
+    folder = Path(job_dir(sweep_dir, job))
+    folder.mkdir(parents=True)
+    submitted = {'launcher': 'local', 'host': socket.gethostname(), 'pid': int(gone.stdout)}
+    (folder / SUBMITTED_FILE).write_text(json.dumps(submitted))
+    (status,) = sweep_statuses(sweep_dir, [job])
+    assert (status.state, status.active) == ('pending', False)
+    assert status.detail.startswith(f'not started (pid {int(gone.stdout)} ended before starting')
+    assert plan_launch([status], retry_failed=False).launch == [job]
+    # While the launcher lives, the job waits in it: left alone by another launch.
+    (folder / SUBMITTED_FILE).write_text(json.dumps({**submitted, 'pid': os.getpid()}))
+    (status,) = sweep_statuses(sweep_dir, [job])
+    assert (status.state, status.active) == ('pending', True)
+
+
+def test_runners_pickle_without_their_processes(tmp_path):
+    sweep = spec.load_sweep(toy_sweep(tmp_path))
+    (job,) = spec.expand(sweep, str(tmp_path))
+    pack = PackRunner([job], str(tmp_path), str(ROOT), jobs_per_gpu=2, gpu_memory='share')
+    pack._runners = [JobRunner(job, str(tmp_path), str(ROOT), True, env={'A': '1'})]
+    pack._runners[0].stop(15)
+    copy = pickle.loads(pickle.dumps(pack))
+    assert copy._runners == [] and copy.jobs == [job] and copy.jobs_per_gpu == 2
+    runner = pickle.loads(pickle.dumps(pack._runners[0]))
+    assert runner.env == {'A': '1'} and runner._stop_signal is None and runner.pid is None
+    assert SlurmOptions(gpus_per_node=0, jobs_per_gpu=2).jobs_per_task == 2
+    assert SlurmOptions(gpus_per_node=4, jobs_per_gpu=2).jobs_per_task == 8
+
+
+def test_a_refused_gpu_request_says_what_to_pass():
+    error = RuntimeError('sbatch: error: Invalid generic resource (gres) specification\n')
+    message = _refusal(error, SlurmOptions(gpus_per_node=1, partition='debug'))
+    assert message.startswith('sbatch refused --gpus_per_node 1: the partition debug has no GPU')
+    assert 'pass --gpus_per_node 0' in message
+    assert _refusal(RuntimeError('QOS max'), SlurmOptions()) == 'sbatch refused the jobs: QOS max'
+
+
 def test_status_of_a_folder_that_is_no_sweep(tmp_path, capsys):
     assert cli.main(['status', str(tmp_path)]) == 2
     assert 'is not a sweep folder' in one_error_line(capsys)
@@ -352,3 +624,183 @@ def test_local_launch_is_idempotent_resumes_and_retries_failed_jobs(tmp_path, ca
     report = capsys.readouterr().out
     assert 'totals: 1 done, 0 running, 0 pending, 0 stopped, 1 failed (2 jobs, 4 runs)' in report
     assert format_status(sweep_statuses(sweep_dir, [good])).startswith('state')
+
+
+def wait_until(condition, what, timeout_s=900):
+    """Poll ``condition`` (a generous limit only guards against a hung test)."""
+    deadline = time.time() + timeout_s
+    while not condition():
+        if time.time() > deadline:
+            raise AssertionError(f'timed out waiting for {what}')
+        time.sleep(0.1)
+
+
+# A main.py stand-in: records the environment it got, then waits to be released.
+FAKE_MAIN = """
+import json, os, sys, time
+from pathlib import Path
+
+group = next(a.split('=', 1)[1] for a in sys.argv if a.startswith('--run_group='))
+names = ('CUDA_VISIBLE_DEVICES', 'XLA_PYTHON_CLIENT_MEM_FRACTION', 'XLA_PYTHON_CLIENT_PREALLOCATE')
+Path('started', group).write_text(json.dumps({n: os.environ.get(n) for n in names}))
+while not Path('release', group).exists():
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.slow
+def test_local_launcher_gives_each_job_a_gpu_as_one_frees_up(tmp_path, monkeypatch):
+    for name in gpus.MEMORY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    root = tmp_path / 'repo'
+    for sub in ('started', 'release'):
+        (root / sub).mkdir(parents=True)
+    (root / 'main.py').write_text(FAKE_MAIN)
+    sweep = spec.load_sweep(toy_sweep(tmp_path, grid={'agent.q_coef': [1, 2, 3, 4, 5]}))
+    jobs = spec.expand(sweep, str(tmp_path))
+    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
+    said = []
+    launcher = LocalLauncher(
+        jobs, sweep_dir, str(root), gpus.make_slots(H200[:2], 2, 'share', 0), said.append
+    )
+    results = {}
+    thread = threading.Thread(target=lambda: results.update(launcher.run()))
+    thread.start()
+
+    def started():
+        return {p.name: json.loads(p.read_text()) for p in (root / 'started').iterdir()}
+
+    try:
+        # Two GPUs x 2 jobs: four run at once, two per GPU, each on one GPU with half its
+        # memory (less the headroom); the fifth waits for a place.
+        wait_until(lambda: len(started()) == 4, 'four jobs to start')
+        first = started()
+        assert sorted(env['CUDA_VISIBLE_DEVICES'] for env in first.values()) == ['0', '0', '1', '1']
+        assert {env['XLA_PYTHON_CLIENT_MEM_FRACTION'] for env in first.values()} == {'0.450'}
+        assert jobs[4].run_group not in first
+        freed = next(g for g, env in first.items() if env['CUDA_VISIBLE_DEVICES'] == '1')
+        (root / 'release' / freed).write_text('')
+        wait_until(lambda: len(started()) == 5, 'the fifth job to take the freed place')
+        assert started()[jobs[4].run_group]['CUDA_VISIBLE_DEVICES'] == '1'
+    finally:
+        for job in jobs:
+            (root / 'release' / job.run_group).write_text('')
+        thread.join()
+    assert sorted(results) == sorted(job.key for job in jobs)
+    assert f'[5/5] start    {jobs[4].key} on GPU 1' in said
+    log = Path(job_dir(sweep_dir, jobs[4]), 'log.txt').read_text()
+    assert 'CUDA_VISIBLE_DEVICES=1, XLA_PYTHON_CLIENT_MEM_FRACTION=0.450)' in log
+    state = json.loads(Path(job_dir(sweep_dir, jobs[4]), STATE_FILE).read_text())
+    assert state['env'] == {'CUDA_VISIBLE_DEVICES': '1', 'XLA_PYTHON_CLIENT_MEM_FRACTION': '0.450'}
+
+
+def launch_in_background(path, save_dir):
+    """``python -m drol_jax.sweep PATH`` as its own process (output in a pipe)."""
+    command = [sys.executable, '-m', 'drol_jax.sweep', path, '--save_dir', str(save_dir)]
+    return subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def end(launcher):
+    """Wait for a launcher; if the test failed before stopping it, stop it and its jobs."""
+    if launcher.poll() is None:
+        launcher.send_signal(signal.SIGINT)
+        try:
+            return launcher.communicate(timeout=600)[0]
+        except subprocess.TimeoutExpired:
+            launcher.send_signal(signal.SIGINT)  # The second one kills its jobs.
+    return launcher.communicate()[0]
+
+
+@pytest.mark.slow
+def test_sigint_to_the_launcher_stops_its_jobs_and_a_relaunch_resumes(tmp_path):
+    # Never ending on its own: it stops only because of the signal.
+    flags = {'offline_steps': 10_000_000, 'log_interval': 50, 'eval_interval': 0}
+    path = toy_sweep(tmp_path, grid={'agent.q_coef': [0.5, 1.0]}, flags=flags)
+    sweep = spec.load_sweep(path)
+    first, second = spec.expand(sweep, str(tmp_path))
+    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
+    train_csv = Path(first.run_dirs[0], 'train.csv')
+    launcher = launch_in_background(path, tmp_path)
+    try:
+        wait_until(train_csv.exists, 'training to start')
+        launcher.send_signal(signal.SIGINT)  # To the launcher's PID only, not its group.
+        out = launcher.communicate(timeout=600)[0]
+    finally:
+        out = end(launcher) if launcher.returncode is None else out
+    assert launcher.returncode == 130, out
+    assert 'received SIGINT: forwarded it to 1 running job(s) (main.py pid ' in out
+    assert '1 job(s) not started stay pending' in out and 'finished: 1 pending, 1 stopped' in out
+    stopped, pending = sweep_statuses(sweep_dir, [first, second])
+    assert stopped.state == 'stopped' and stopped.progress.checkpoint_step is not None
+    assert (pending.state, pending.detail.split(' (')[0]) == ('pending', 'not started')
+    saved = stopped.progress.checkpoint_step
+
+    relaunch = launch_in_background(path, tmp_path)
+    log = Path(job_dir(sweep_dir, first), 'log.txt')
+    try:
+        wait_until(lambda: f'from step {saved}.' in log.read_text(), 'the job to resume')
+        wait_until(lambda: max(csv_steps(train_csv)) > saved, 'the resumed job to train')
+        relaunch.send_signal(signal.SIGINT)
+        out = relaunch.communicate(timeout=600)[0]
+    finally:
+        out = end(relaunch) if relaunch.returncode is None else out
+    assert relaunch.returncode == 130, out
+    assert 'jobs: 2 to launch' in out
+    (status,) = sweep_statuses(sweep_dir, [first])
+    assert status.state == 'stopped' and status.progress.checkpoint_step > saved
+
+
+@pytest.mark.slow
+def test_sigterm_during_start_up_stops_the_job_and_it_relaunches(tmp_path, capsys):
+    path = toy_sweep(tmp_path)
+    sweep = spec.load_sweep(path)
+    (job,) = spec.expand(sweep, str(tmp_path))
+    sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
+    state = Path(job_dir(sweep_dir, job), STATE_FILE)
+    launcher = launch_in_background(path, tmp_path)
+    try:
+        wait_until(lambda: 'main_pid' in (read_json(state) or {}), 'main.py to start')
+        os.kill(read_json(state)['main_pid'], signal.SIGTERM)  # While it imports and compiles.
+        out = launcher.communicate(timeout=600)[0]
+    finally:
+        out = end(launcher) if launcher.returncode is None else out
+    assert launcher.returncode == 0 and 'finished: 1 stopped' in out, out
+    (status,) = sweep_statuses(sweep_dir, [job])
+    assert status.state == 'stopped' and 'SIGTERM' in status.detail, status
+    assert cli.main([path, '--save_dir', str(tmp_path)]) == 0
+    assert 'finished: 1 done' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_device_check_quick_writes_what_the_dry_run_reads(tmp_path, capsys):
+    command = [sys.executable, 'bench/device_check.py', '--quick', '--out', str(tmp_path)]
+    subprocess.run(command, cwd=ROOT, check=True, capture_output=True)
+    result = json.loads((tmp_path / 'device_check.json').read_text())
+    assert result['tool'] == 'bench/device_check.py' and result['quick'] and not result['skipped']
+    measured = {
+        (r['agent'], r['num_candidates'], r['mode'], r['seeds'], r['jobs_per_gpu'])
+        for r in result['rates']
+    }
+    expected = {
+        (agent, k, mode, seeds, 1)
+        for agent, k in (('drol', 16), ('drol', 64), ('fql', None))
+        for mode in ('fused', 'host')
+        for seeds in (1, 2)
+    }
+    assert measured == expected | {('drol', 16, 'fused', 2, 2)}
+    assert all(r['seconds_per_update'] > 0 and r['compile_s'] >= 0 for r in result['rates'])
+    assert result['evaluation']['env_steps_per_second'] > 0
+    assert len(result['targets']) == 7
+    assert {t['verdict'] for t in result['targets']} <= {'pass', 'MISSED'}
+    assert all(t['bottleneck'] != '-' for t in result['targets'] if t['verdict'] == 'MISSED')
+    report = (tmp_path / 'device_check.md').read_text()
+    assert '## Targets' in report and '| DROL(64) |  host |' in report
+
+    sweep = toy_sweep(tmp_path)
+    args = ['--device_check', str(tmp_path / 'device_check.json'), '--gpus', '2']
+    assert cli.main([sweep, '--dry_run', *args, '--jobs_per_gpu', '2']) == 0
+    out = capsys.readouterr().out
+    assert 'rates: measured by bench/device_check.py --quick (reduced sizes) on cpu' in out
+    assert 'plan: 2 GPU(s) x 2 job(s) per GPU (4 jobs at a time' in out

@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -30,9 +31,7 @@ STATE_FILE = 'state.json'
 SUBMITTED_FILE = 'submitted.json'
 LOG_FILE = 'log.txt'
 SUCCESS = 'evaluation/success'
-# How long a job waits for main.py to checkpoint after forwarding a requeue signal; submitit's
-# signal comes 90 s before the time limit by default.
-CHECKPOINT_GRACE_S = 75.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def job_dir(sweep_dir: str, job: Job) -> str:
@@ -151,28 +150,91 @@ def _ignore_requeue_signal() -> None:
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
 
 
+def stop_signal_of(returncode: int) -> signal.Signals | None:
+    """The signal (SIGTERM, SIGINT) that stopped main.py, read from its exit status, or None.
+
+    main.py stopped after its training loop started saves a checkpoint and exits 0; before that
+    it exits with 128 + the signal number, and a process the signal killed outright exits with
+    the negative signal number.
+    """
+    for sig in STOP_SIGNALS:
+        if returncode in (-sig, 128 + sig):
+            return sig
+    return None
+
+
 class JobRunner:
-    """Runs one job's ``main.py`` command to its end; a callable submitit can checkpoint.
+    """Runs one job's ``main.py`` command to its end.
 
     Each call resumes from the newest checkpoint all seed folders share (``--resume``), or
     starts afresh; files of an attempt that died before its first checkpoint are moved to
     ``jobs/<key>/discarded/<time>/`` first, because main.py never overwrites a run. Returns the
-    final state (``done``, ``stopped`` or ``failed``) and records it in ``state.json``.
+    final state (``done``, ``stopped`` or ``failed``; ``pending`` when ``stop`` came before the
+    start) and records it in ``state.json``. ``env`` holds the variables the job gets on top of
+    this process's environment (its GPU and memory share).
 
-    Under SLURM, submitit calls ``checkpoint`` on its requeue signal (time limit, preemption):
-    main.py gets SIGTERM, saves a checkpoint, and the requeued job continues with ``--resume``.
+    A job stopped by a signal (SIGTERM, SIGINT: a preemption, ``scancel``, Ctrl-C) is
+    ``stopped``, never ``failed``, at whatever moment it arrived: the next launch resumes it.
     """
 
-    def __init__(self, job: Job, sweep_dir: str, repo_root: str, shield_requeue_signal: bool):
+    def __init__(
+        self,
+        job: Job,
+        sweep_dir: str,
+        repo_root: str,
+        shield_requeue_signal: bool,
+        env: dict[str, str] | None = None,
+    ):
         self.job = job
         self.sweep_dir = sweep_dir
         self.repo_root = repo_root
         self.shield_requeue_signal = shield_requeue_signal
+        self.env = dict(env or {})
+        self._init_process_state()
+
+    def _init_process_state(self) -> None:
+        self._lock = threading.Lock()
         self._process: subprocess.Popen | None = None
+        self._stop_signal: int | None = None
+        self._killed = False
 
     def __getstate__(self) -> dict:
-        # submitit pickles the runner again when it requeues it; a live Popen cannot be pickled.
-        return {**self.__dict__, '_process': None}
+        # submitit pickles runners again when it requeues them: no live process, lock or request.
+        return {
+            k: v
+            for k, v in self.__dict__.items()
+            if k not in ('_lock', '_process', '_stop_signal', '_killed')
+        }
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._init_process_state()
+
+    @property
+    def pid(self) -> int | None:
+        """main.py's process id while it runs."""
+        process = self._process
+        return process.pid if process is not None and process.poll() is None else None
+
+    def stop(self, signum: int) -> int | None:
+        """Forward ``signum`` to main.py (it saves a checkpoint and exits); return its PID.
+
+        Before main.py starts, the request keeps it from starting (the job stays pending).
+        """
+        with self._lock:
+            if self._stop_signal is None:
+                self._stop_signal = signum
+            pid = self.pid
+            if pid is not None:
+                self._process.send_signal(signum)
+            return pid
+
+    def kill(self) -> None:
+        """End main.py at once (SIGKILL); the job resumes from its last checkpoint."""
+        with self._lock:
+            self._killed = True
+            if self.pid is not None:
+                self._process.kill()
 
     def __call__(self) -> str:
         """Run the job; return its final state."""
@@ -186,42 +248,65 @@ class JobRunner:
             self._discard_partial_runs(folder)
         resume = progress.checkpoint_step is not None
         argv = [sys.executable, 'main.py', *job.args, *(['--resume'] if resume else [])]
-        write_state(self.sweep_dir, job, 'running', resumed_from=progress.checkpoint_step)
         log_path = os.path.join(folder, LOG_FILE)
         with open(log_path, 'a') as log:
-            stamp = time.strftime('%Y-%m-%d %H:%M:%S')
-            log.write(f'\n=== {stamp} on {socket.gethostname()}: {" ".join(argv[1:])}\n')
-            log.flush()
-            start = log.tell()
-            self._process = subprocess.Popen(
-                argv,
-                cwd=self.repo_root,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_ignore_requeue_signal if self.shield_requeue_signal else None,
-            )
-            # Polling (not wait()) leaves the process free of Popen's lock, so submitit's
-            # signal handler can reap main.py in ``checkpoint``.
+            with self._lock:
+                if self._stop_signal is not None:
+                    return 'pending'
+                stamp = time.strftime('%Y-%m-%d %H:%M:%S')
+                where = ', '.join(f'{k}={v}' for k, v in self.env.items())
+                log.write(
+                    f'\n=== {stamp} on {socket.gethostname()}{f" ({where})" if where else ""}: '
+                    f'{" ".join(argv[1:])}\n'
+                )
+                log.flush()
+                start = log.tell()
+                self._process = subprocess.Popen(
+                    argv,
+                    cwd=self.repo_root,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, **self.env},
+                    preexec_fn=_ignore_requeue_signal if self.shield_requeue_signal else None,
+                )
+                write_state(
+                    self.sweep_dir,
+                    job,
+                    'running',
+                    resumed_from=progress.checkpoint_step,
+                    main_pid=self._process.pid,
+                    env=self.env,
+                )
+            # Polling (not wait()) leaves the process free of Popen's lock for ``stop``.
             while self._process.poll() is None:
                 time.sleep(0.5)
-        returncode = self._process.returncode
         with open(log_path) as log:
             log.seek(start)
             attempt_output = log.read()
-        return self._finish(returncode, attempt_output)
+        return self._finish(self._process.returncode, attempt_output)
 
     def _finish(self, returncode: int, output: str) -> str:
+        """Classify main.py's exit, record it in ``state.json`` and return the state."""
         progress = read_progress(self.job)
+        stopped_by = stop_signal_of(returncode)
+        details: dict[str, Any] = {}
         if returncode == 0 and progress.complete:
-            state, details = 'done', {}
+            state = 'done'
         elif returncode == 0:
             state, details = 'stopped', {'reason': 'interrupted; run the sweep again to resume'}
+        elif stopped_by is not None or self._killed:
+            how = 'killed by the launcher' if self._killed else f'stopped by {stopped_by.name}'
+            if returncode > 0:
+                how += ' during start-up'
+            step = progress.checkpoint_step
+            then = f'resumes from step {step}' if step is not None else 'starts it again'
+            state, details = 'stopped', {'reason': f'{how}; the next launch {then}'}
         else:
             reason = error_line(output)
             if returncode < 0:
                 reason = f'killed by {signal.Signals(-returncode).name}; last line: {reason}'
             state, details = 'failed', {'error': reason}
-        write_state(self.sweep_dir, self.job, state, returncode=returncode, **details)
+        write_state(self.sweep_dir, self.job, state, returncode=returncode, env=self.env, **details)
         return state
 
     def _discard_partial_runs(self, folder: str) -> None:
@@ -234,25 +319,6 @@ class JobRunner:
             os.makedirs(destination, exist_ok=True)
             for name in os.listdir(run_dir):
                 shutil.move(os.path.join(run_dir, name), os.path.join(destination, name))
-
-    def checkpoint(self, *args: Any, **kwargs: Any):
-        """Requeue hook for submitit: have main.py save a checkpoint, then requeue this runner."""
-        import submitit
-
-        process = self._process
-        if process is not None and process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            deadline = time.time() + CHECKPOINT_GRACE_S
-            while time.time() < deadline:
-                try:
-                    pid, _ = os.waitpid(process.pid, os.WNOHANG)
-                except ChildProcessError:  # already reaped
-                    break
-                if pid:
-                    break
-                time.sleep(0.5)
-        write_state(self.sweep_dir, self.job, 'stopped', reason='requeued by SLURM')
-        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
 
 
 def queue_states(job_ids: Iterable[str]) -> dict[str, str] | None:

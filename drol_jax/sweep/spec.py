@@ -100,6 +100,8 @@ class Job:
     total_steps: int
     preset_values: dict[str, Any]
     preset_note: str
+    # Every hyperparameter the job's runs use (the agent file's defaults, the preset, the
+    # explicit values): what its cost estimate depends on.
     agent_config: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property

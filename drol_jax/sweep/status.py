@@ -1,10 +1,12 @@
 """Where every job of a sweep stands: ``python -m drol_jax.sweep status SWEEP_DIR``.
 
-A job is ``done`` when every seed's ``summary.json`` says complete; ``running`` or ``pending``
-while its process runs or waits in a queue (checked with ``squeue`` for SLURM jobs and by PID
-for local ones, so a job killed without a word is not shown as running forever); ``failed``
-when main.py exited with an error; ``stopped`` when it was interrupted (a signal, a lost node)
-and will resume when the sweep is launched again.
+A job is ``done`` when every seed's ``summary.json`` says complete; ``running`` while its
+process runs; ``pending`` while it waits in a queue, and also when it never started (not
+launched yet, or its launcher or SLURM job ended first); ``failed`` when main.py exited with an
+error; ``stopped`` when it was interrupted after it started (a signal at any moment, a lost
+node) and will resume when the sweep is launched again. Queued and running states are checked
+with ``squeue`` for SLURM jobs and by PID for local ones, so a job killed without a word is not
+shown as running forever.
 """
 
 from __future__ import annotations
@@ -82,6 +84,9 @@ def job_status(job: Job, sweep_dir: str, queue: dict[str, str] | None) -> JobSta
     submitted = read_json(os.path.join(folder, SUBMITTED_FILE))
     if state is None and submitted is None:
         return JobStatus(job, 'pending', False, 'not launched', progress)
+    if state is not None and state['state'] == 'failed':
+        # Final even while its SLURM task runs on (the other jobs of a pack) or is requeued.
+        return JobStatus(job, 'failed', False, state.get('error') or 'failed', progress)
     record = state or submitted
     slurm_id = record.get('slurm_job_id') or (submitted or {}).get('slurm_job_id')
     alive: bool | None
@@ -105,9 +110,8 @@ def job_status(job: Job, sweep_dir: str, queue: dict[str, str] | None) -> JobSta
     if recorded == 'running':
         return JobStatus(job, 'stopped', False, f'{where} ended without a word', progress)
     if recorded == 'submitted':
-        return JobStatus(job, 'stopped', False, f'{where} ended before it started', progress)
-    if recorded == 'failed':
-        return JobStatus(job, 'failed', False, state.get('error') or 'failed', progress)
+        detail = f'not started ({where} ended before starting it); the next launch starts it'
+        return JobStatus(job, 'pending', False, detail, progress)
     return JobStatus(job, 'stopped', False, state.get('reason', ''), progress)
 
 
