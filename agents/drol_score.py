@@ -1,11 +1,11 @@
 """DROL with a learned routing score (resilient MCL) and an optional learned routing metric.
 
-A score head ``s(s, z)``, an MLP on ``concat(s, z)`` with one output, learns which of a state's
-K latents wins DROL's routing: ``score_loss = -mean_i log softmax_k s(s_i, z_ik) [k*_i]``, a
-cross-entropy against the winner index (resilient MCL's hypothesis scores, Letzelter et al.
-2023). Its softmax estimates the probability that a latent's candidate is the one nearest to the
-data, the data's mass in that candidate's routing cell. The loss reaches only the score head:
-its inputs are states and latents, its target an index.
+A score head ``s(s, z)`` (``ScoreHead``, an MLP on ``concat(s, z)`` with one output) learns
+which of a state's K latents wins DROL's routing, by a cross-entropy against the winner index:
+``score_loss = -mean_i log softmax_k s(s_i, z_ik) [k*_i]`` (resilient MCL's hypothesis scores,
+Letzelter et al. 2023). Its softmax estimates the probability that a latent's candidate is the
+one nearest to the data, the data's mass in that candidate's routing cell. The loss reaches
+only the score head: its inputs are states and latents, its target an index.
 
 At test time, with ``inference_best_of_n``, the candidate of N latents with the highest
 ``agg Q(s, c) + score_beta * log softmax_N s(s, z)`` is taken (``inference_q_agg``; ``score_beta``
@@ -34,7 +34,7 @@ import optax
 
 from agents import drol
 from drol_jax.hyperparameters import at_least, one_of
-from drol_jax.networks import ConditionedPolicy, aggregate_ensemble, broadcast_states
+from drol_jax.networks import MLP, aggregate_ensemble, broadcast_states, default_init
 
 
 def get_config():
@@ -95,6 +95,23 @@ def loss_of_winners(policy, q_values, latents, actions, candidates, distances, w
     return loss, {**info, **drol.routing_diagnostics(candidates, distances, winners)}
 
 
+class ScoreHead(nn.Module):
+    """``s(s, z)``: an MLP on ``concat(s, z)`` and a linear output without bias.
+
+    A softmax over a state's latents ignores a shift shared by all of them, so a bias would get
+    an exactly-zero gradient, and Adam would turn the rounding noise in it into full steps.
+    """
+
+    hidden_dims: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self, observations: jax.Array, latents: jax.Array) -> jax.Array:
+        """One logit per (state, latent), shape ``observations.shape[:-1]``."""
+        x = jnp.concatenate([observations, latents], axis=-1)
+        x = MLP(self.hidden_dims, activate_final=True, name='mlp')(x)
+        return nn.Dense(1, use_bias=False, kernel_init=default_init(), name='logit')(x)[..., 0]
+
+
 class DiagonalMetric(nn.Module):
     """The routing metric's log-variances, one per action dimension (initially 0: Euclidean)."""
 
@@ -116,7 +133,7 @@ class DROLScoreAgent(drol.DROLAgent):
     def scores(self, observations, latents, params=None):
         """Score logits of latents ``(..., n, d)`` at their states ``(..., obs)``: ``(..., n)``."""
         tiled = broadcast_states(observations, latents.shape[-2])
-        return self.network.select('routing_score')(tiled, latents, params=params)[..., 0]
+        return self.network.select('routing_score')(tiled, latents, params=params)
 
     def routed_loss(self, batch, grad_params, latents):
         """DROL's routed loss (winners by the metric if learned), plus the score head's loss."""
@@ -180,7 +197,7 @@ class DROLScoreAgent(drol.DROLAgent):
     def networks(config, action_dim: int) -> dict[str, nn.Module]:
         """DROL's networks, the score head and, with ``routing_metric``, the metric."""
         modules = drol.DROLAgent.networks(config, action_dim)
-        modules['routing_score'] = ConditionedPolicy(config['score_hidden_dims'], 1)
+        modules['routing_score'] = ScoreHead(tuple(config['score_hidden_dims']))
         if config['routing_metric']:
             modules['routing_metric'] = DiagonalMetric(action_dim)
         return modules

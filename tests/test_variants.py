@@ -25,6 +25,7 @@ from helpers import (
     one_line_error,
     read_csv_rows,
     run_main,
+    small_config,
     tiny_agent,
     with_config,
 )
@@ -45,8 +46,6 @@ drol = agent_file(DROL_PATH).module
 # The setting at which each variant is DROL (the reduction its docstring states).
 REDUCTIONS = {
     'soft': dict(temperature_init=0.0, temperature_final=0.0),
-    'soft-epsilon': dict(responsibility='epsilon', epsilon=0.0),
-    'soft-tiny-temperature': dict(temperature_init=1e-9, temperature_final=1e-9),
     'score': dict(score_beta=0.0, routing_metric=False),
     'budget': dict(coverage_epsilon=0.0),
     'support': dict(support_coef=0.0),
@@ -70,40 +69,48 @@ def random_inputs(n=6, k=5, d=3, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------
-# Reduction to DROL: total loss, every DROL metric and the gradients, on shared inputs.
+# Reduction to DROL: the actor loss, every DROL metric and the gradients on shared inputs. (The
+# critic's loss and the rest of the update are DROL's own methods, which no variant overrides.)
 
 
-def variant_on_drol_parameters(name):
-    """The variant at its reduction setting, on the tiny DROL agent's parameters and key."""
+def variant_on_drol_parameters(name, reduced=True):
+    """The tiny variant agent with the tiny DROL agent's parameters, key and config.
+
+    ``reduced``: at the variant's reduction setting (else at its own defaults). Only the score
+    variant has modules of its own (its head comes from its own tiny agent); the others are
+    built on DROL's train state directly.
+    """
     drol_agent = tiny_agent(DROL_PATH).agent
-    file_name = name.split('-')[0]
-    variant = tiny_agent(VARIANT_PATHS[file_name])
-    config = {**variant.agent.config, **drol_agent.config, **REDUCTIONS[name]}
-    config['agent_name'] = variant.config.agent_name
-    # The variant's own modules (the score head) come from its own agent; DROL's from DROL's.
-    params = {**variant.agent.network.params, **drol_agent.network.params}
-    network = variant.agent.network.replace(params=params)
-    return variant.agent.replace(
+    file = agent_file(VARIANT_PATHS[name])
+    own = small_config(file.default_config()).to_dict()
+    config = {**own, **drol_agent.config, 'agent_name': own['agent_name']}
+    if reduced:
+        config.update(REDUCTIONS[name])
+    network = drol_agent.network
+    if name == 'score':
+        variant_network = tiny_agent(VARIANT_PATHS[name]).agent.network
+        params = {**variant_network.params, **network.params}
+        network = variant_network.replace(params=params)
+    return file.agent_class(
         rng=drol_agent.rng, network=network, config=flax.core.FrozenDict(config)
     )
 
 
-@jax.jit
-def losses_and_gradients(agents, batch, key):
-    """``(loss, info, grads)`` of each agent's total loss on its own parameters."""
-    results = []
-    for agent in agents:
-        (loss, info), grads = jax.value_and_grad(
-            lambda p, a=agent: a.total_loss(batch, p, rng=key), has_aux=True
-        )(agent.network.params)
-        results.append((loss, info, grads))
-    return results
-
-
 @pytest.fixture(scope='module')
 def reduction_results():
-    drol_agent = tiny_agent(DROL_PATH).agent
-    agents = [drol_agent] + [variant_on_drol_parameters(name) for name in REDUCTIONS]
+    """``(loss, info, grads)`` of DROL's actor loss and of each variant's, on one batch and key."""
+    agents = [tiny_agent(DROL_PATH).agent] + [variant_on_drol_parameters(n) for n in REDUCTIONS]
+
+    @jax.jit
+    def losses_and_gradients(agents, batch, key):
+        results = []
+        for agent in agents:
+            (loss, info), grads = jax.value_and_grad(
+                lambda p, a=agent: a.actor_loss(batch, p, key), has_aux=True
+            )(agent.network.params)
+            results.append((loss, info, grads))
+        return results
+
     results = losses_and_gradients(agents, bootstrapping_batch(32), jax.random.PRNGKey(3))
     return results[0], dict(zip(REDUCTIONS, results[1:], strict=True))
 
@@ -113,7 +120,7 @@ def test_variant_at_its_reduction_setting_is_drol(reduction_results, name):
     (drol_loss, drol_info, drol_grads), results = reduction_results
     loss, info, grads = results[name]
     if name == 'score':  # The score head's own loss is added to the total.
-        loss = loss - info['actor/score_loss']
+        loss = loss - info['score_loss']
     np.testing.assert_allclose(loss, drol_loss, rtol=2e-6)
     for metric, value in drol_info.items():
         np.testing.assert_allclose(info[metric], value, rtol=2e-5, atol=1e-7, err_msg=metric)
@@ -125,37 +132,52 @@ def test_variant_at_its_reduction_setting_is_drol(reduction_results, name):
             grads[module],
             drol_module_grads,
         )
-    # DROL's actor gets a non-zero gradient, so the comparison above compares something.
-    assert any(
-        np.abs(g).max() > 0 for g in jax.tree_util.tree_leaves(grads['modules_actor_onestep_flow'])
-    )
-    if name.startswith('soft'):
-        # The weights really were one-hot (a near-tie would make the tiny temperature soft).
-        assert float(info['actor/winner_weight']) == 1.0
-        assert float(info['actor/responsibility_entropy']) == 0.0
+    # DROL's actor gets a gradient (so the comparison compares something), the critic none.
+    actor = jax.tree_util.tree_leaves(grads['modules_actor_onestep_flow'])
+    assert any(np.abs(g).max() > 0 for g in actor)
+    assert all(np.all(g == 0) for g in jax.tree_util.tree_leaves(grads['modules_critic']))
+    if name == 'soft':  # The weights were one-hot.
+        assert float(info['winner_weight']) == 1.0 and float(info['responsibility_entropy']) == 0
 
 
 def test_score_head_learns_only_from_its_own_loss(reduction_results):
     _, results = reduction_results
     _, info, grads = results['score']
     assert set(grads) - {'modules_routing_score'} == set(tiny_agent(DROL_PATH).agent.network.params)
-    assert np.isfinite(float(info['actor/score_loss']))
-    assert any(
-        np.abs(g).max() > 0 for g in jax.tree_util.tree_leaves(grads['modules_routing_score'])
-    )
+    assert np.isfinite(float(info['score_loss']))
+    head = jax.tree_util.tree_leaves(grads['modules_routing_score'])
+    assert all(np.abs(g).max() > 0 for g in head)
 
 
-def test_the_score_variant_at_beta_zero_acts_as_drol():
-    """beta = 0: DROL's actions, with best-of-N (and its density filter) or the single pass."""
-    drol_agent = tiny_agent(DROL_PATH).agent
-    variant = variant_on_drol_parameters('score')
-    observations = bootstrapping_batch(32)['observations'][:8]
-    for options in ({}, dict(inference_best_of_n=True, inference_use_density_filter=True)):
-        key = jax.random.PRNGKey(5)
-        np.testing.assert_array_equal(
-            with_config(variant, **options).sample_actions(observations, seed=key),
-            with_config(drol_agent, **options).sample_actions(observations, seed=key),
-        )
+def test_one_hot_responsibilities_give_drols_loss_and_gradient():
+    """epsilon = 0, and a temperature small enough to be one-hot in float32, are DROL."""
+    latents, actions, weights = random_inputs(n=8, k=4, d=2, seed=3)
+    settings = identity_loss_settings()
+
+    @jax.jit
+    def values_and_grads(z):
+        def reference(z):
+            return drol.routed_actor_loss(lambda x: x, linear_q(weights), z, actions, **settings)
+
+        def ours(responsibilities):
+            return lambda z: soft.soft_routed_actor_loss(
+                lambda x: x, linear_q(weights), z, actions, responsibilities, **settings
+            )
+
+        forms = [
+            reference,
+            ours(lambda d: soft.epsilon_responsibilities(d, 0.0)),
+            ours(lambda d: soft.softmin_responsibilities(d, 1e-9)),
+        ]
+        return [jax.value_and_grad(f, has_aux=True)(z) for f in forms]
+
+    (reference, reference_info), reference_grad = values_and_grads(latents)[0]
+    for (loss, info), grad in values_and_grads(latents)[1:]:
+        assert float(info['winner_weight']) == 1.0
+        np.testing.assert_allclose(loss, reference, rtol=1e-6)
+        np.testing.assert_allclose(grad, reference_grad, rtol=1e-5, atol=1e-7)
+        for metric, value in reference_info.items():
+            np.testing.assert_allclose(info[metric], value, rtol=1e-5, err_msg=metric)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,27 +260,49 @@ def test_metric_fit_is_the_residual_variance_and_reweights_routing():
     assert int(drol.route_to_nearest(metric)[0]) == 1
 
 
-def test_score_ranking_adds_beta_log_score_to_q():
-    base = with_config(
-        variant_on_drol_parameters('score'), inference_best_of_n=True, inference_num_samples=8
-    )
+def test_score_inference_is_drols_at_beta_zero_and_adds_beta_log_score_otherwise():
+    drol_agent = tiny_agent(DROL_PATH).agent
+    variant = variant_on_drol_parameters('score')
     observations = bootstrapping_batch(32)['observations'][:6]
-    key = jax.random.PRNGKey(2)
-    latents = drol.sample_ball_prior(key, (6, 8), 2)
-    candidates = base.policy(jnp.repeat(observations[:, None], 8, 1), latents)
-    q = base.network.select('critic')(jnp.repeat(observations[:, None], 8, 1), candidates).mean(0)
-    log_score = jax.nn.log_softmax(base.scores(observations, latents), axis=-1)
-    for beta in (0.5, 50.0):
-        expected = candidates[jnp.arange(6), jnp.argmax(q + beta * log_score, axis=-1)]
-        actions = with_config(base, score_beta=beta).sample_actions(observations, seed=key)
-        np.testing.assert_allclose(actions, expected, atol=1e-6)
-    # With the density filter only the kept candidates are eligible.
-    filtered = with_config(
-        base, score_beta=50.0, inference_use_density_filter=True, inference_dense_topk=3
-    )
-    kept = drol.densest(candidates, 3)
-    actions = np.asarray(filtered.sample_actions(observations, seed=key))
-    assert all(np.any(np.all(np.isclose(kept[i], actions[i]), -1)) for i in range(6))
+    filtered = dict(inference_best_of_n=True, inference_num_samples=8)
+    filtered.update(inference_use_density_filter=True, inference_dense_topk=3)
+    cases = [  # (variant's options, DROL's options or None)
+        ({}, {}),  # The single pass.
+        (filtered, filtered),  # beta = 0: DROL's best-of-N with its density filter.
+        ({**filtered, 'score_beta': 0.5, 'inference_use_density_filter': False}, None),
+        ({**filtered, 'score_beta': 50.0}, None),
+    ]
+
+    @jax.jit
+    def actions_and_parts(key):
+        outputs = [
+            (
+                with_config(variant, **ours).sample_actions(observations, seed=key),
+                None
+                if theirs is None
+                else with_config(drol_agent, **theirs).sample_actions(observations, seed=key),
+            )
+            for ours, theirs in cases
+        ]
+        # What ranking the candidates needs, computed here from the agent's parts.
+        latents = drol.sample_ball_prior(key, (6, 8), 2)
+        tiled = jnp.repeat(observations[:, None], 8, axis=1)
+        candidates = variant.policy(tiled, latents)
+        q = variant.network.select('critic')(tiled, candidates).mean(axis=0)
+        log_score = jax.nn.log_softmax(variant.scores(observations, latents), axis=-1)
+        return outputs, candidates, q, log_score, drol.densest(candidates, 3)
+
+    outputs, candidates, q, log_score, dense = actions_and_parts(jax.random.PRNGKey(2))
+    for ours, theirs in outputs[:2]:
+        np.testing.assert_array_equal(ours, theirs)
+    expected = candidates[jnp.arange(6), jnp.argmax(q + 0.5 * log_score, axis=-1)]
+    np.testing.assert_allclose(outputs[2][0], expected, atol=1e-6)
+    # beta 50: the score dominates, but only among the candidates DROL's filter keeps.
+    kept = np.any(np.all(np.asarray(candidates)[:, :, None] == np.asarray(dense)[:, None], -1), -1)
+    rank = np.where(kept, np.asarray(q + 50.0 * log_score), -np.inf)
+    expected = np.asarray(candidates)[np.arange(6), np.argmax(rank, axis=-1)]
+    np.testing.assert_allclose(outputs[3][0], expected, atol=1e-6)
+    assert not np.allclose(outputs[2][0], outputs[0][0])  # Best-of-N is not the single pass.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -279,15 +323,18 @@ def test_budget_stops_at_the_first_covering_candidate():
 def test_budget_loss_reports_the_share_of_candidates_used():
     latents, actions, weights = random_inputs(n=8, k=4)
     latents = latents.at[:4, 1].set(actions[:4])  # States 0-3: candidate 1 is exact.
-    _, info = budget.budget_actor_loss(
-        lambda x: x,
-        linear_q(weights),
-        latents,
-        actions,
-        coverage_epsilon=1e-6,
-        min_candidates=1,
-        **identity_loss_settings(),
+    loss = jax.jit(
+        lambda z: budget.budget_actor_loss(
+            lambda x: x,
+            linear_q(weights),
+            z,
+            actions,
+            coverage_epsilon=1e-6,
+            min_candidates=1,
+            **identity_loss_settings(),
+        )
     )
+    _, info = loss(latents)
     distances = np.mean((np.asarray(latents) - np.asarray(actions)[:, None]) ** 2, -1)
     assert distances[4:].min() > 1e-6 and distances[:4, 0].min() > 1e-6
     # States 0-3 use 2 of 4 candidates, states 4-7 all 4: 24 of 32.
@@ -304,13 +351,18 @@ def test_support_penalty_pulls_only_candidates_outside_the_support():
     inside = actions[:, None, :] + 0.001
     gap = jnp.full((4, 1, 2), 0.1)
     candidates = jnp.concatenate([inside, gap], axis=1)  # (4, 2, 2): one in, one in the gap.
-    penalty = lambda c: support.support_penalty(  # noqa: E731
-        c, observations, actions, state_weight=1.0, margin=1.0
+    penalty = jax.jit(
+        jax.grad(
+            lambda c: support.support_penalty(
+                c, observations, actions, state_weight=1.0, margin=1.0
+            ),
+            has_aux=True,
+        )
     )
-    grads = np.asarray(jax.grad(lambda c: penalty(c)[0])(candidates))
-    _, info = penalty(candidates)
+    grads, info = penalty(candidates)
+    grads = np.asarray(grads)
     # The data's own nearest-neighbour distance: 0.02^2 / 2 for every action.
-    np.testing.assert_allclose(info['support_threshold'], 0.0002, rtol=1e-4)
+    np.testing.assert_allclose(info['support_threshold'], 0.0002, rtol=1e-3)
     assert np.all(grads[:, 0] == 0) and np.all(np.abs(grads[:, 1]) > 0)
     assert float(info['outside_support']) == 0.5
     # The gap candidate (0.1, 0.1) is pulled towards its nearest dataset action (0.5, 0.5).
@@ -323,12 +375,14 @@ def test_support_state_weight_makes_the_support_state_dependent():
     actions = jnp.array([[0.5], [0.51], [-0.5], [-0.51]])
     candidates = jnp.array([[[-0.5]], [[-0.5]], [[0.5]], [[0.5]]])
     near, far = jnp.zeros((4, 1)), jnp.array([[-1.0], [-1.0], [1.0], [1.0]])
-    penalty = lambda obs, w: float(  # noqa: E731
-        support.support_penalty(candidates, obs, actions, state_weight=w, margin=0.5)[0]
+    penalty = jax.jit(
+        lambda obs, w: support.support_penalty(
+            candidates, obs, actions, state_weight=w, margin=0.5
+        )[0]
     )
-    assert penalty(near, 1.0) == 0.0  # Same state: the other action is in its support.
-    assert penalty(far, 0.0) == 0.0  # State ignored: any dataset action is support.
-    assert penalty(far, 1.0) > 0.0  # Distant states: that action is not in this state's support.
+    assert float(penalty(near, 1.0)) == 0.0  # Same state: the other action is in its support.
+    assert float(penalty(far, 0.0)) == 0.0  # State ignored: any dataset action is support.
+    assert float(penalty(far, 1.0)) > 0.0  # Distant states: not in this state's support.
 
 
 # ---------------------------------------------------------------------------------------------
@@ -349,7 +403,7 @@ def test_variant_conventions(name):
     assert set(file.preset_labels) == set(drol.PRESET_LABELS)
     assert not set(file.preset_labels.values()) & set(drol.PRESET_LABELS.values())
     # Every progress metric exists in the (traced) total loss at the defaults.
-    agent = tiny_agent(VARIANT_PATHS[name]).agent
+    agent = variant_on_drol_parameters(name, reduced=False)
     info = jax.eval_shape(
         lambda a, b: a.total_loss(b, a.network.params)[1], agent, bootstrapping_batch(32)
     )

@@ -1,7 +1,7 @@
 """DROL and its variants side by side: mechanism metrics on the toy task and one OGBench task.
 
 Every agent is an agent file, optionally with hyperparameters: ``PATH[:name=value,...]`` (for
-example ``agents/drol_soft.py:temperature_decade_steps=1000``). By default: ``agents/drol.py``
+example ``agents/drol.py:num_candidates=4``). By default: ``agents/drol.py``
 and every ``agents/drol_*.py`` beside it. All agents get the same seeds, network sizes, batch
 size, number of updates and data.
 
@@ -65,7 +65,7 @@ class AgentSpec(NamedTuple):
 
     @property
     def label(self) -> str:
-        """The file's name plus the overrides, e.g. ``drol_soft temperature_init=0.2``."""
+        """The file's name plus the overrides, e.g. ``drol num_candidates=4``."""
         name = os.path.splitext(os.path.basename(self.path))[0]
         return ' '.join([name, *(f'{k}={v}' for k, v in self.overrides.items())])
 
