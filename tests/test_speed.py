@@ -30,14 +30,22 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def agent_paths():
-    """The agent files (globbed by the helpers); imported lazily, see the module docstring."""
+    """The agent files (globbed by the helpers); imported lazily, see the module docstring.
+
+    DROL's variants (``drol_<variant>.py``) run in the slow tier: the fast tier checks them
+    against DROL itself (tests/test_variants.py).
+    """
     import glob
 
     paths = glob.glob(os.path.join(REPO, 'agents', '*.py'))
-    return sorted(p for p in paths if not os.path.basename(p).startswith('_'))
+    return [
+        pytest.param(p, id=name[:-3], marks=[pytest.mark.slow] if name.startswith('drol_') else [])
+        for p in sorted(paths)
+        if not (name := os.path.basename(p)).startswith('_')
+    ]
 
 
-@pytest.mark.parametrize('path', agent_paths(), ids=lambda p: os.path.basename(p)[:-3])
+@pytest.mark.parametrize('path', agent_paths())
 def test_fused_block_matches_host_loop(path):
     import chex
     import jax

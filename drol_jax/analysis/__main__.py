@@ -4,6 +4,7 @@ Figures:
   voronoi    nearest-candidate regions of one toy state through training, with handoffs
   k-scaling  routed BC loss and candidate spread against K, several seeds
   runtime    ms per training update and per inference call against K, DROL beside FQL
+  variants   DROL and its variants side by side: toy mechanism metrics and an OGBench task
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import dataclasses
 import sys
 
-from drol_jax.analysis import k_scaling, runtime, voronoi
+from drol_jax.analysis import k_scaling, runtime, variants, voronoi
 from drol_jax.cli import ArgumentParser, reports_user_errors
 
 
@@ -116,6 +117,42 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument('--repeats', type=int, default=rt_defaults.repeats, help='timed blocks')
     rt.add_argument('--inference_calls', type=int, default=rt_defaults.inference_calls)
     rt.add_argument('--from_bench', help='read training times from bench/update_speed.py output')
+
+    va = figures.add_parser('variants', help='DROL and its variants side by side')
+    va_defaults = variants.VariantsSettings()
+    va.add_argument('--out_dir', required=True, help='folder for variants.png/.json/.md, runs/')
+    va.add_argument(
+        '--agents',
+        nargs='+',
+        default=[],
+        metavar='AGENT',
+        help='agent files, each PATH[:name=value,...] (default: agents/drol.py, agents/drol_*.py)',
+    )
+    va.add_argument('--seeds', type=int, default=va_defaults.seeds, help='toy seeds')
+    va.add_argument('--steps', type=int, default=va_defaults.steps, help='toy updates')
+    va.add_argument(
+        '--curve_points',
+        type=int,
+        default=va_defaults.curve_points,
+        help='points of the training curves',
+    )
+    va.add_argument('--eval_states', type=int, default=va_defaults.eval_states)
+    va.add_argument(
+        '--eval_draws', type=int, default=va_defaults.eval_draws, help='actions per state'
+    )
+    _add_training_options(va, va_defaults)
+    va.add_argument(
+        '--ogbench_dataset',
+        help='.npz made by python -m drol_jax.envs.datagen (without it: no OGBench runs)',
+    )
+    va.add_argument('--ogbench_env', default=va_defaults.ogbench_env)
+    va.add_argument('--ogbench_steps', type=int, default=va_defaults.ogbench_steps)
+    va.add_argument('--ogbench_seeds', type=int, default=va_defaults.ogbench_seeds)
+    va.add_argument(
+        '--ogbench_hidden', type=int, nargs='+', default=list(va_defaults.ogbench_hidden)
+    )
+    va.add_argument('--ogbench_batch_size', type=int, default=va_defaults.ogbench_batch_size)
+    va.add_argument('--ogbench_eval_episodes', type=int, default=va_defaults.ogbench_eval_episodes)
     return parser
 
 
@@ -159,6 +196,10 @@ def run_figure(args: argparse.Namespace) -> tuple[str, str]:
     if args.figure == 'k-scaling':
         result = k_scaling.run(settings_from(args, k_scaling.KScalingSettings))
         return k_scaling.write(result, args.out_dir)
+    if args.figure == 'variants':
+        result = variants.run(settings_from(args, variants.VariantsSettings), args.out_dir)
+        print('\n'.join(variants.table_lines(result)))
+        return variants.write(result, args.out_dir)
     result = runtime.run(settings_from(args, runtime.RuntimeSettings))
     return runtime.write(result, args.out_dir)
 
