@@ -36,6 +36,6 @@ setup(
         'analysis': ['rliable>=1.2,<1.3', 'arch>=7,<8', 'pandas>=2,<3'],
         'wandb': ['wandb>=0.17,<1'],
         'slurm': ['submitit>=1.5,<2'],
-        'test': ['pytest>=8,<10', 'ruff>=0.6'],
+        'test': ['pytest>=8,<10', 'pytest-xdist>=3.5,<4', 'ruff>=0.6'],
     },
 )

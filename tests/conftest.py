@@ -34,8 +34,12 @@ def _jaxlib_defines(flag: str) -> bool:
     return False
 
 
-_CACHE_DIR = tempfile.mkdtemp(prefix='drol_jax_tests_xla_cache_')
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _CACHE_DIR)
+# pytest-xdist's workers inherit the controller's environment, so the whole session (workers and
+# the subprocesses they start) shares the controller's cache, and only the controller removes it.
+_CACHE_DIR = None
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+    _CACHE_DIR = tempfile.mkdtemp(prefix='drol_jax_tests_xla_cache_')
+    os.environ['JAX_COMPILATION_CACHE_DIR'] = _CACHE_DIR
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0')
 os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES', '0')
 _FAST_COMPILE = {
@@ -57,4 +61,5 @@ jax.config.update('jax_persistent_cache_min_entry_size_bytes', 0)
 
 
 def pytest_unconfigure(config):
-    shutil.rmtree(_CACHE_DIR, ignore_errors=True)
+    if _CACHE_DIR is not None:
+        shutil.rmtree(_CACHE_DIR, ignore_errors=True)

@@ -17,7 +17,8 @@ from drol_jax.sweep import cli, spec
 from drol_jax.sweep.jobs import LOG_FILE, STATE_FILE, SUBMITTED_FILE, job_dir
 from drol_jax.sweep.status import sweep_statuses
 
-pytestmark = pytest.mark.slow
+# One cluster for the whole file: under pytest-xdist its tests share one worker (--dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group('slurm')]
 
 
 @pytest.fixture(scope='module')
