@@ -89,9 +89,28 @@ _PAPER = {
     'relocate-cloned': dict(alpha=30000.0, **_MIN),
     'relocate-expert': dict(alpha=30000.0, **_MIN),
 }
+# Offline-to-online (`--online_steps=1000000` after the offline updates): the authors' flags in
+# the FQL README's offline-to-online commands, for exactly the tasks those commands cover.
+_ONLINE = {
+    'humanoidmaze-medium-navigate': dict(alpha=100.0, **_LOCOMOTION),
+    'antsoccer-arena-navigate': dict(alpha=30.0, **_LOCOMOTION),
+    'cube-double-play': dict(alpha=300.0),
+    'scene-play': dict(alpha=300.0),
+    'puzzle-4x4-play': dict(alpha=1000.0),
+    'antmaze-umaze': dict(alpha=10.0),
+    'antmaze-umaze-diverse': dict(alpha=10.0),
+    'antmaze-medium-play': dict(alpha=10.0),
+    'antmaze-medium-diverse': dict(alpha=10.0),
+    'antmaze-large-play': dict(alpha=3.0),
+    'antmaze-large-diverse': dict(alpha=3.0),
+    'pen-cloned': dict(alpha=1000.0, **_MIN),
+    'door-cloned': dict(alpha=1000.0, **_MIN),
+    'hammer-cloned': dict(alpha=1000.0, **_MIN),
+    'relocate-cloned': dict(alpha=10000.0, **_MIN),
+}
 # FQL has one published setting per task, so the tuned preset is the same table.
-PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER}
-PRESET_LABELS = {'paper': 'FQL', 'paper-tuned': 'FQL'}
+PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER, 'paper-online': _ONLINE}
+PRESET_LABELS = {'paper': 'FQL', 'paper-tuned': 'FQL', 'paper-online': 'FQL'}
 
 
 # ---------------------------------------------------------------------------------------------
