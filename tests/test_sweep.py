@@ -190,6 +190,16 @@ def test_offline_to_online_sweeps_carry_the_published_online_settings(tmp_path):
     assert {job.label for job in jobs('drol16')} == {'DROL(16)'}
 
 
+def test_seeds_per_job_splits_the_seeds_into_jobs(tmp_path):
+    body = dict(
+        envs=['toy-multimodal'], agents=['agents/fql.py'], seed=3, num_seeds=5, seeds_per_job=2
+    )
+    jobs = spec.expand(spec.load_sweep(write_sweep(tmp_path, repr(body))), str(tmp_path))
+    assert [job.seeds for job in jobs] == [(3, 4), (5, 6), (7,)]
+    assert [job.key.rsplit('/', 1)[1] for job in jobs] == ['seeds3-4', 'seeds5-6', 'seeds7-7']
+    assert '--seed=7' in jobs[2].args and '--num_seeds=1' in jobs[2].args
+
+
 @pytest.mark.slow
 def test_toy_panel_runs_and_the_table_shows_every_agent_side_by_side(tmp_path, capsys):
     """Every agent of the panel through the sweep launcher and main.py, then one table."""

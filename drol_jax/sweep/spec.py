@@ -16,12 +16,11 @@ file that holds several sweeps takes an argument, chosen on the command line as
   online fine-tuning trains one seed per process, so offline-to-online sweeps set 1.
 
 One job is one (environment, agent file, preset, grid point, group of seeds): one ``main.py``
-command. Each
-job's settings are resolved and checked as its run will resolve them (``drol_jax.settings``),
-so a dry run refuses a value the run would refuse, with the run's error line. Its command is
-written from those settings: the preset's values as explicit ``--agent.*`` flags (so it is
-self-contained), and a run group of its own for every grid point, so variants never share run
-folders.
+command. Each job's settings are resolved and checked as its run will resolve them
+(``drol_jax.settings``), so a dry run refuses a value the run would refuse, with the run's error
+line. Its command is written from those settings: the preset's values as explicit
+``--agent.*`` flags (so it is self-contained), and a run group of its own for every grid point,
+so variants never share run folders.
 """
 
 from __future__ import annotations
@@ -301,8 +300,7 @@ def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Jo
     ``num_seeds`` overrides the file's (``seeds_per_job`` still splits them). Every job's
     settings are resolved and checked as its run will do it, so a ``UserError`` names the first
     value a job would refuse (an unknown environment or flag value, a misspelt or out-of-range
-    hyperparameter), or two jobs that
-    would share a folder.
+    hyperparameter), or two jobs that would share a folder.
     """
     root = repository_root()
     num_seeds = sweep.num_seeds if num_seeds is None else num_seeds
