@@ -90,19 +90,23 @@ _PAPER = {
     'relocate-expert': dict(alpha=30000.0, **_MIN),
 }
 # Offline-to-online (`--online_steps=1000000` after the offline updates): the authors' flags in
-# the FQL README's offline-to-online commands, for exactly the tasks those commands cover.
+# the FQL README's offline-to-online commands, for exactly the tasks those commands cover; on
+# most of them the alpha is the offline one.
+_SAME_AS_OFFLINE = (
+    'cube-double-play',
+    'scene-play',
+    'puzzle-4x4-play',
+    'antmaze-umaze',
+    'antmaze-umaze-diverse',
+    'antmaze-medium-play',
+    'antmaze-medium-diverse',
+    'antmaze-large-play',
+    'antmaze-large-diverse',
+)
 _ONLINE = {
     'humanoidmaze-medium-navigate': dict(alpha=100.0, **_LOCOMOTION),
     'antsoccer-arena-navigate': dict(alpha=30.0, **_LOCOMOTION),
-    'cube-double-play': dict(alpha=300.0),
-    'scene-play': dict(alpha=300.0),
-    'puzzle-4x4-play': dict(alpha=1000.0),
-    'antmaze-umaze': dict(alpha=10.0),
-    'antmaze-umaze-diverse': dict(alpha=10.0),
-    'antmaze-medium-play': dict(alpha=10.0),
-    'antmaze-medium-diverse': dict(alpha=10.0),
-    'antmaze-large-play': dict(alpha=3.0),
-    'antmaze-large-diverse': dict(alpha=3.0),
+    **{family: _PAPER[family] for family in _SAME_AS_OFFLINE},
     'pen-cloned': dict(alpha=1000.0, **_MIN),
     'door-cloned': dict(alpha=1000.0, **_MIN),
     'hammer-cloned': dict(alpha=1000.0, **_MIN),
