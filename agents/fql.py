@@ -89,9 +89,32 @@ _PAPER = {
     'relocate-cloned': dict(alpha=30000.0, **_MIN),
     'relocate-expert': dict(alpha=30000.0, **_MIN),
 }
+# Offline-to-online (`--online_steps=1000000` after the offline updates): the authors' flags in
+# the FQL README's offline-to-online commands, for exactly the tasks those commands cover; on
+# most of them the alpha is the offline one.
+_SAME_AS_OFFLINE = (
+    'cube-double-play',
+    'scene-play',
+    'puzzle-4x4-play',
+    'antmaze-umaze',
+    'antmaze-umaze-diverse',
+    'antmaze-medium-play',
+    'antmaze-medium-diverse',
+    'antmaze-large-play',
+    'antmaze-large-diverse',
+)
+_ONLINE = {
+    'humanoidmaze-medium-navigate': dict(alpha=100.0, **_LOCOMOTION),
+    'antsoccer-arena-navigate': dict(alpha=30.0, **_LOCOMOTION),
+    **{family: _PAPER[family] for family in _SAME_AS_OFFLINE},
+    'pen-cloned': dict(alpha=1000.0, **_MIN),
+    'door-cloned': dict(alpha=1000.0, **_MIN),
+    'hammer-cloned': dict(alpha=1000.0, **_MIN),
+    'relocate-cloned': dict(alpha=10000.0, **_MIN),
+}
 # FQL has one published setting per task, so the tuned preset is the same table.
-PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER}
-PRESET_LABELS = {'paper': 'FQL', 'paper-tuned': 'FQL'}
+PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER, 'paper-online': _ONLINE}
+PRESET_LABELS = {'paper': 'FQL', 'paper-tuned': 'FQL', 'paper-online': 'FQL'}
 
 
 # ---------------------------------------------------------------------------------------------

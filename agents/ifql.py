@@ -74,9 +74,10 @@ _PAPER = {
     'humanoidmaze-medium-navigate': dict(discount=0.995, num_samples=32),
     'visual-cube-single-play': dict(num_samples=32),
 }
-# One published setting per task, so the tuned preset (DROL*'s) is the same table.
-PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER}
-PRESET_LABELS = {'paper': 'IFQL', 'paper-tuned': 'IFQL'}
+# One published setting per task, so the tuned preset (DROL*'s) is the same table; the
+# offline-to-online examples of the FQL README use the same flags, so `paper-online` is too.
+PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER, 'paper-online': _PAPER}
+PRESET_LABELS = {'paper': 'IFQL', 'paper-tuned': 'IFQL', 'paper-online': 'IFQL'}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,9 +69,10 @@ _PAPER = {
     'humanoidmaze-medium-navigate': dict(discount=0.995, alpha=10.0),
     'visual-cube-single-play': dict(alpha=1.0),
 }
-# One published setting per task, so the tuned preset (DROL*'s) is the same table.
-PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER}
-PRESET_LABELS = {'paper': 'IQL', 'paper-tuned': 'IQL'}
+# One published setting per task, so the tuned preset (DROL*'s) is the same table; the
+# offline-to-online examples of the FQL README use the same flags, so `paper-online` is too.
+PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER, 'paper-online': _PAPER}
+PRESET_LABELS = {'paper': 'IQL', 'paper-tuned': 'IQL', 'paper-online': 'IQL'}
 
 AWR_MAX_WEIGHT = 100.0  # AWR's exponentiated advantages are clipped here.
 

@@ -79,9 +79,10 @@ _PAPER = {
     'humanoidmaze-medium-navigate': dict(discount=0.995, alpha_actor=0.01, alpha_critic=0.01),
     'visual-cube-single-play': dict(alpha_actor=1.0, alpha_critic=0.0),
 }
-# One published setting per task, so the tuned preset (DROL*'s) is the same table.
-PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER}
-PRESET_LABELS = {'paper': 'ReBRAC', 'paper-tuned': 'ReBRAC'}
+# One published setting per task, so the tuned preset (DROL*'s) is the same table; the
+# offline-to-online examples of the FQL README use the same flags, so `paper-online` is too.
+PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER, 'paper-online': _PAPER}
+PRESET_LABELS = {'paper': 'ReBRAC', 'paper-tuned': 'ReBRAC', 'paper-online': 'ReBRAC'}
 
 
 # ---------------------------------------------------------------------------------------------

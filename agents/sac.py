@@ -87,9 +87,10 @@ PROGRESS_METRICS = ('critic/critic_loss', 'actor/q', 'actor/alpha')
 # commands (offline-to-online section "IQL, ReBRAC, IFQL, and RLPD (examples)", run there with
 # `--offline_steps=0 --online_steps=1000000 --balanced_sampling=1`).
 _PAPER = {'humanoidmaze-medium-navigate': dict(discount=0.995)}
-# One published setting per task, so the tuned preset (DROL*'s) is the same table.
-PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER}
-PRESET_LABELS = {'paper': 'RLPD', 'paper-tuned': 'RLPD'}
+# One published setting per task: the tuned (DROL*'s) and offline-to-online presets are the same
+# table.
+PUBLISHED_SETTINGS = {'paper': _PAPER, 'paper-tuned': _PAPER, 'paper-online': _PAPER}
+PRESET_LABELS = {'paper': 'RLPD', 'paper-tuned': 'RLPD', 'paper-online': 'RLPD'}
 
 
 # ---------------------------------------------------------------------------------------------

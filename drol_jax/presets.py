@@ -32,7 +32,7 @@ class AppliedPreset:
     """What a preset sets for one task.
 
     Attributes:
-        name: the preset ('paper', 'paper-tuned' or 'none').
+        name: the preset ('paper', 'paper-tuned', 'paper-online' or 'none').
         task_family: the task's family, the key the tables are read with.
         values: the hyperparameters the preset sets (empty when none applies).
         label: the display name of the agent under this preset in tables, from the file's

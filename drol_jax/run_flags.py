@@ -25,7 +25,7 @@ from absl import flags
 from drol_jax.errors import ConfigError
 from drol_jax.hyperparameters import Rule, at_least
 
-PRESETS = ('paper', 'paper-tuned', 'none')
+PRESETS = ('paper', 'paper-tuned', 'paper-online', 'none')
 WANDB_MODES = ('disabled', 'online', 'offline')
 
 
@@ -64,7 +64,8 @@ RUN_FLAGS: tuple[Flag, ...] = (
         str,
         'paper',
         'Published per-task settings from the agent file: paper (DROL(16), FQL), paper-tuned '
-        '(DROL*), none (agent defaults). Explicit --agent.* flags win.',
+        '(DROL*), paper-online (offline-to-online, with --online_steps), none (agent '
+        'defaults). Explicit --agent.* flags win.',
         choices=PRESETS,
         on_resume='fixed',
     ),

@@ -1,8 +1,11 @@
 """The paper's D4RL experiments: ``python -m drol_jax.sweep sweeps/d4rl.py:VARIANT``.
 
 Variants: ``drol`` (DROL(16), ``--preset=paper``), ``drol_star`` (DROL*, the tuned K and
-bc_coef, ``--preset=paper-tuned``) and ``fql`` (FQL's published alpha). The 6 AntMaze and 12
-Adroit tasks, 500k updates, evaluation every 100k updates with 50 episodes, 8 seeds per task.
+bc_coef, ``--preset=paper-tuned``), ``fql`` (FQL's published alpha), and the FQL panel's
+``iql``, ``rebrac`` and ``ifql`` (``--preset=paper``: their agent files carry no published D4RL
+value, so these run with each agent file's defaults, and each run's ``Settings:`` line says so;
+the FQL paper's appendix tables hold the published ones). The 6 AntMaze and 12 Adroit tasks,
+500k updates, evaluation every 100k updates with 50 episodes, 8 seeds per task.
 """
 
 ANTMAZE = ['umaze', 'umaze-diverse', 'medium-play', 'medium-diverse', 'large-play', 'large-diverse']
@@ -18,6 +21,13 @@ RUN_FLAGS = dict(
     log_interval=5_000,
     save_interval=250_000,
 )
+# Variant -> agent file, for the agents that run on the published preset as they are.
+PANEL = {
+    'fql': 'agents/fql.py',
+    'iql': 'agents/iql.py',
+    'rebrac': 'agents/rebrac.py',
+    'ifql': 'agents/ifql.py',
+}
 
 
 def get_sweep(variant):
@@ -28,7 +38,10 @@ def get_sweep(variant):
         'drol_star': dict(
             name='d4rl_drol_star', agents=['agents/drol.py'], presets=['paper-tuned']
         ),
-        'fql': dict(name='d4rl_fql', agents=['agents/fql.py'], presets=['paper']),
+        **{
+            name: dict(name=f'd4rl_{name}', agents=[path], presets=['paper'])
+            for name, path in PANEL.items()
+        },
     }
     if variant not in sweeps:
         raise ValueError(f'unknown variant {variant!r}; choose one of {", ".join(sweeps)}')

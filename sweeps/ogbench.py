@@ -5,6 +5,10 @@ Variants:
 - ``drol16``: DROL(16), the published per-family settings with K=16 (``--preset=paper``);
 - ``drol_star``: DROL*, the per-family K (``--preset=paper-tuned``);
 - ``fql``: FQL with its published per-family alpha (``--preset=paper``);
+- ``iql``, ``rebrac``, ``ifql``: the FQL panel's IQL, ReBRAC and IFQL (``--preset=paper``). Their
+  agent files carry the authors' published values only for humanoidmaze-medium-navigate (the FQL
+  README's example commands); every other family runs with the agent file's defaults, and its
+  ``Settings:`` line says so. The FQL paper's appendix tables hold the rest;
 - ``k_sweep``: DROL with K in {1, 2, 4, 8, 16, 32, 64} on each family's representative task (its
   default task), the other settings as DROL(16).
 
@@ -32,6 +36,13 @@ RUN_FLAGS = dict(
     log_interval=5_000,
     save_interval=250_000,
 )
+# Variant -> agent file, for the agents that run on the published preset as they are.
+PANEL = {
+    'fql': 'agents/fql.py',
+    'iql': 'agents/iql.py',
+    'rebrac': 'agents/rebrac.py',
+    'ifql': 'agents/ifql.py',
+}
 
 
 def task(family, number):
@@ -48,7 +59,10 @@ def get_sweep(variant):
         'drol_star': dict(
             name='ogbench_drol_star', agents=['agents/drol.py'], presets=['paper-tuned']
         ),
-        'fql': dict(name='ogbench_fql', agents=['agents/fql.py'], presets=['paper']),
+        **{
+            name: dict(name=f'ogbench_{name}', agents=[path], presets=['paper'])
+            for name, path in PANEL.items()
+        },
         'k_sweep': dict(
             name='ogbench_k_sweep',
             agents=['agents/drol.py'],

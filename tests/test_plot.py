@@ -22,7 +22,7 @@ from drol_jax.plot.stats import (
     group_curves,
     score_matrices,
 )
-from drol_jax.plot.tables import ROW_STATISTIC, task_group
+from drol_jax.plot.tables import ROW_STATISTIC, factor_shared_settings, task_group
 
 STEPS = [0, 100, 200, 300]
 
@@ -512,3 +512,15 @@ def test_family_table_means_spread_and_layout(tmp_path, capsys):
     latex = (tmp_path / 'c_table.tex').read_text()
     assert r'\multicolumn{4}{l}{\textit{OGBench}} \\' in latex
     assert r'Task family & DROL(16) & DROL* & FQL \\' in latex
+
+
+def test_settings_every_label_shares_leave_the_columns():
+    tiny = 'actor_hidden_dims=(64, 64) batch_size=64'
+    columns, shared = factor_shared_settings(
+        [f'DROL(16) {tiny}', f'FQL {tiny}', f'DROL(16) num_candidates=4 {tiny}']
+    )
+    assert shared == ['actor_hidden_dims=(64, 64)', 'batch_size=64']
+    assert sorted(columns.values()) == ['DROL(16)', 'DROL(16) num_candidates=4', 'FQL']
+    # A setting some labels lack stays in those that have it: labels stay distinct.
+    columns, shared = factor_shared_settings(['DROL(16) num_candidates=4', 'DROL(16)'])
+    assert shared == [] and columns['DROL(16) num_candidates=4'] == 'DROL(16) num_candidates=4'

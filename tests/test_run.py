@@ -492,7 +492,7 @@ NO_BATCH_SIZE_AGENT = THIRD_PARTY_AGENT.replace(
     [
         ('log_interval', '--log_interval must be >= 1, got 0.'),
         ('seed', '--seed must be >= 0, got -1.'),
-        ('preset', "--preset must be one of paper, paper-tuned, none, got 'bogus'."),
+        ('preset', "--preset must be one of paper, paper-tuned, paper-online, none, got 'bogus'."),
         ('save_dir_is_a_file', 'is a file, not a folder'),
         ('save_dir_under_a_file', 'is not a writable folder'),
         ('no_batch_size', "the agent config has no 'batch_size' entry"),

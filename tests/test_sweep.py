@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from drol_jax.errors import UserError
 from drol_jax.sweep import cli, cost, gpus, spec
 from drol_jax.sweep.jobs import (
     STATE_FILE,
@@ -136,6 +137,104 @@ def test_drol_star_fql_and_k_sweep_carry_their_settings(tmp_path):
     assert cube['ogbench_k_sweep-num_candidates=4'].env_name == (
         'cube-single-play-singletask-task2-v0'
     )
+
+
+# Every agent as the FQL and DROL papers name it.
+PAPER_LABELS = {'DROL(16)', 'DROL*', 'FQL', 'IQL', 'ReBRAC', 'IFQL', 'RLPD'}
+
+
+def sweep_variants(path):
+    """``FILE:VARIANT`` for every variant of a sweep file (``FILE`` when it takes none)."""
+    try:
+        spec.load_sweep(f'{path}:no-such-variant')
+    except UserError as e:
+        if 'takes no argument' in str(e):
+            return [str(path)]
+        return [f'{path}:{v}' for v in str(e).rsplit('choose one of ', 1)[1].split(', ')]
+    raise AssertionError(f'{path} accepted a bogus variant')
+
+
+def test_every_variant_of_every_sweep_file_expands_with_the_papers_labels(tmp_path):
+    sources = [source for path in sorted(SWEEPS.glob('*.py')) for source in sweep_variants(path)]
+    for variant in ('ogbench.py:iql', 'd4rl.py:ifql', 'offline_to_online.py:rlpd', 'toy.py:panel'):
+        assert str(SWEEPS / variant) in sources
+    labels = set()
+    for source in sources:
+        jobs = spec.expand(spec.load_sweep(source), str(tmp_path), num_seeds=1)
+        names = {job.label.split(' ')[0] for job in jobs}
+        assert jobs and names <= PAPER_LABELS, (source, names)
+        labels |= names
+    assert labels == PAPER_LABELS
+
+
+def test_offline_to_online_sweeps_carry_the_published_online_settings(tmp_path):
+    def jobs(variant):
+        return spec.expand(spec.load_sweep(f'{SWEEPS}/offline_to_online.py:{variant}'), tmp_path)
+
+    fql = {job.env_name: job for job in jobs('fql') if job.seeds == (0,)}
+    assert len(fql) == 15 and {job.label for job in fql.values()} == {'FQL'}
+    # The online alpha differs from the offline one (30 and 10 offline).
+    humanoid = fql['humanoidmaze-medium-navigate-singletask-task1-v0'].args
+    assert '--agent.alpha=100.0' in humanoid and '--agent.discount=0.995' in humanoid
+    assert '--agent.alpha=30.0' in fql['antsoccer-arena-navigate-singletask-task4-v0'].args
+    assert '--agent.alpha=1000.0' in fql['pen-cloned-v1'].args
+    for job in fql.values():
+        assert '--offline_steps=1000000' in job.args and '--online_steps=1000000' in job.args
+    # Online training runs one seed per process: 8 seeds are 8 jobs with their own folders.
+    rlpd = jobs('rlpd')
+    assert len(rlpd) == 120 and {job.seeds for job in rlpd} == {(s,) for s in range(8)}
+    assert len({job.run_dirs[0] for job in rlpd}) == 120
+    for job in rlpd:
+        assert job.agent_file.endswith('sac.py') and job.label == 'RLPD'
+        assert {'--offline_steps=0', '--balanced_sampling=true', '--num_seeds=1'} <= set(job.args)
+    assert {job.label for job in jobs('drol16')} == {'DROL(16)'}
+
+
+def test_seeds_per_job_splits_the_seeds_into_jobs(tmp_path):
+    body = dict(
+        envs=['toy-multimodal'], agents=['agents/fql.py'], seed=3, num_seeds=5, seeds_per_job=2
+    )
+    jobs = spec.expand(spec.load_sweep(write_sweep(tmp_path, repr(body))), str(tmp_path))
+    assert [job.seeds for job in jobs] == [(3, 4), (5, 6), (7,)]
+    assert [job.key.rsplit('/', 1)[1] for job in jobs] == ['seeds3-4', 'seeds5-6', 'seeds7-7']
+    assert '--seed=7' in jobs[2].args and '--num_seeds=1' in jobs[2].args
+
+
+@pytest.mark.slow
+def test_toy_panel_runs_and_the_table_shows_every_agent_side_by_side(tmp_path, capsys):
+    """Every agent of the panel through the sweep launcher and main.py, then one table."""
+    import importlib.util
+
+    from drol_jax.plot import cli as plot_cli
+
+    module_spec = importlib.util.spec_from_file_location('toy_sweeps', SWEEPS / 'toy.py')
+    toy = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(toy)
+    short = {
+        **TINY,
+        'offline_steps': 100,
+        'log_interval': 50,
+        'eval_interval': 100,
+        'eval_episodes': 3,
+        'save_interval': 100,
+    }
+    folders = []
+    for variant in ('panel', 'rlpd'):
+        sweep = toy.get_sweep(variant)
+        online = sweep['flags'].get('online_steps')
+        flags = {**sweep['flags'], **short}
+        if online:
+            flags.update(offline_steps=0, online_steps=100)
+        path = write_sweep(tmp_path, repr({**sweep, 'flags': flags}), name=f'toy_{variant}')
+        assert cli.main([path, '--save_dir', str(tmp_path), '--parallel', '2']) == 0
+        folders.append(str(tmp_path / sweep['name']))
+    capsys.readouterr()
+    out = tmp_path / 'panel.png'
+    assert plot_cli.main(['--runs', *folders, '--out', str(out), '--table', '--reps', '50']) == 0
+    table = capsys.readouterr().out
+    assert '| task family | DROL(16) | FQL | IFQL | IQL | RLPD | ReBRAC |' in table
+    assert 'Every column ran with actor_hidden_dims=(32, 32), batch_size=32' in table
+    assert table.count('| toy-multimodal |') == 1
 
 
 @pytest.mark.parametrize('variant', ['drol', 'drol_star', 'fql'])
@@ -391,6 +490,10 @@ def test_each_grid_point_gets_its_own_run_group_and_label(tmp_path):
             "'papr'",
         ),
         ("{'envs': 'toy-multimodal', 'agents': ['agents/drol.py']}", 'list of strings'),
+        (
+            "{'envs': ['toy-multimodal'], 'agents': ['agents/drol.py'], 'seeds_per_job': 0}",
+            'seeds_per_job must be an integer >= 1',
+        ),
     ],
 )
 def test_sweep_file_mistakes_are_one_error_line(tmp_path, capsys, body, message):

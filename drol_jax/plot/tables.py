@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,27 @@ def task_group(env_name: str) -> tuple[str, str]:
     except UserError:
         return 'other', env_name
     return resolved.family.name, resolved.task_family
+
+
+# A run label is a name followed by ``key=value`` settings; a value may hold spaces ("(64, 64)").
+_SETTING_START = re.compile(r' (?=[A-Za-z_][\w.]*=)')
+
+
+def factor_shared_settings(labels: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """Move the ``key=value`` settings every label carries out of the labels.
+
+    A sweep that sets the same override for every agent (small networks on the toy task) labels
+    its runs 'DROL(16) batch_size=64', 'FQL batch_size=64'; the columns should read 'DROL(16)'
+    and 'FQL', the shared setting said once. Returns (label -> column name, shared settings).
+    Distinct labels stay distinct: only settings common to all of them are removed.
+    """
+    parts = {label: _SETTING_START.split(label) for label in labels}
+    shared = set.intersection(*(set(words[1:]) for words in parts.values())) if parts else set()
+    columns = {
+        label: ' '.join([words[0], *(w for w in words[1:] if w not in shared)])
+        for label, words in parts.items()
+    }
+    return columns, sorted(shared)
 
 
 @dataclass(frozen=True)
@@ -269,6 +291,8 @@ def write_table(
         key: dict(zip(group.seeds, map(float, final_scores(group, window)), strict=True))
         for key, group in curves.items()
     }
+    columns, shared = factor_shared_settings(sorted({label for _, label in scores}))
+    scores = {(env_name, columns[label]): s for (env_name, label), s in scores.items()}
     rows = table_rows(scores, by, reps, seed)
     unit, _ = metric_display(metric)
     rows_are = 'task family (mean over its tasks)' if by == 'family' else 'task'
@@ -277,6 +301,8 @@ def write_table(
         f'over seeds ± standard deviation over seeds; IQM and mean over all tasks of a '
         f'benchmark [stratified-bootstrap 95% CI, rliable]. Columns: run labels.'
     )
+    if shared:
+        heading += f' Every column ran with {", ".join(shared)}.'
     stem = out.with_suffix('')
     with open(f'{stem}_table.csv', 'w', newline='') as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_FIELDS)

@@ -161,12 +161,12 @@ def describe(sweep: Sweep, jobs: list[Job], folder: str) -> list[str]:
     """The head of the dry-run report: counts, updates and notes."""
     runs = sum(len(job.seeds) for job in jobs)
     seeds = Counter(len(job.seeds) for job in jobs)
-    per_job = ', '.join(f'{n} seeds' for n in sorted(seeds))
+    per_job = ', '.join(f'{n} seed{"s" if n > 1 else ""}' for n in sorted(seeds))
     seed_updates = sum(job.total_steps * len(job.seeds) for job in jobs)
     steps = sorted({job.total_steps for job in jobs})
     lines = [
         f'sweep {sweep.name} ({sweep.source}): {len(jobs)} jobs, {runs} runs '
-        f'({per_job} per job, trained together in one process)',
+        f'({per_job} per job{", trained together in one process" if max(seeds) > 1 else ""})',
         f'folder: {folder} (runs in runs/, job states and logs in jobs/)',
         f'updates: {" or ".join(f"{s:,}" for s in steps)} per run, {seed_updates:,} in all',
     ]

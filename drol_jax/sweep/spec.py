@@ -11,14 +11,16 @@ file that holds several sweeps takes an argument, chosen on the command line as
 - ``presets``: ``--preset`` values (default ``['paper']``);
 - ``flags``: fixed flags, ``{'offline_steps': 500_000, 'agent.batch_size': 32}``;
 - ``grid``: flags to vary, ``{'agent.num_candidates': [1, 2, 4]}``; every combination is a job;
-- ``seed`` and ``num_seeds``: each job trains seeds ``seed .. seed+num_seeds-1`` in one process.
+- ``seed`` and ``num_seeds``: each job trains seeds ``seed .. seed+num_seeds-1`` in one process;
+- ``seeds_per_job``: split those seeds into jobs of at most this many (default: all in one);
+  online fine-tuning trains one seed per process, so offline-to-online sweeps set 1.
 
-One job is one (environment, agent file, preset, grid point): one ``main.py`` command. Each
-job's settings are resolved and checked as its run will resolve them (``drol_jax.settings``),
-so a dry run refuses a value the run would refuse, with the run's error line. Its command is
-written from those settings: the preset's values as explicit ``--agent.*`` flags (so it is
-self-contained), and a run group of its own for every grid point, so variants never share run
-folders.
+One job is one (environment, agent file, preset, grid point, group of seeds): one ``main.py``
+command. Each job's settings are resolved and checked as its run will resolve them
+(``drol_jax.settings``), so a dry run refuses a value the run would refuse, with the run's error
+line. Its command is written from those settings: the preset's values as explicit
+``--agent.*`` flags (so it is self-contained), and a run group of its own for every grid point,
+so variants never share run folders.
 """
 
 from __future__ import annotations
@@ -44,7 +46,17 @@ from drol_jax.run_flags import RunConfig
 from drol_jax.run_folders import run_dir_for
 from drol_jax.settings import Settings, resolve
 
-SWEEP_KEYS = ('name', 'envs', 'agents', 'presets', 'flags', 'grid', 'seed', 'num_seeds')
+SWEEP_KEYS = (
+    'name',
+    'envs',
+    'agents',
+    'presets',
+    'flags',
+    'grid',
+    'seed',
+    'num_seeds',
+    'seeds_per_job',
+)
 # Run flags a sweep sets itself; naming them in ``flags`` or ``grid`` would break packing,
 # idempotent re-runs or folder separation.
 RESERVED_FLAGS = {
@@ -75,6 +87,7 @@ class Sweep:
     grid: dict[str, tuple]
     seed: int
     num_seeds: int
+    seeds_per_job: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,6 +250,11 @@ def load_sweep(source: str) -> Sweep:
     seed, num_seeds = raw.get('seed', 0), raw.get('num_seeds', 1)
     if not isinstance(seed, int) or seed < 0 or not isinstance(num_seeds, int) or num_seeds < 1:
         raise ConfigError(f'sweep file {path!r}: seed must be >= 0 and num_seeds >= 1 (integers).')
+    seeds_per_job = raw.get('seeds_per_job')
+    if seeds_per_job is not None and (
+        isinstance(seeds_per_job, bool) or not isinstance(seeds_per_job, int) or seeds_per_job < 1
+    ):
+        raise ConfigError(f'sweep file {path!r}: seeds_per_job must be an integer >= 1.')
     return Sweep(
         name=name,
         source=source,
@@ -247,6 +265,7 @@ def load_sweep(source: str) -> Sweep:
         grid=grid,
         seed=seed,
         num_seeds=num_seeds,
+        seeds_per_job=seeds_per_job,
     )
 
 
@@ -278,10 +297,10 @@ def _display_path(path: str, root: Path) -> str:
 def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Job]:
     """All jobs of ``sweep``, their runs under ``save_dir/<name>/runs``.
 
-    ``num_seeds`` overrides the file's. Every job's settings are resolved and checked as its
-    run will do it, so a ``UserError`` names the first value a job would refuse (an unknown
-    environment or flag value, a misspelt or out-of-range hyperparameter), or two jobs that
-    would share a folder.
+    ``num_seeds`` overrides the file's (``seeds_per_job`` still splits them). Every job's
+    settings are resolved and checked as its run will do it, so a ``UserError`` names the first
+    value a job would refuse (an unknown environment or flag value, a misspelt or out-of-range
+    hyperparameter), or two jobs that would share a folder.
     """
     root = repository_root()
     num_seeds = sweep.num_seeds if num_seeds is None else num_seeds
@@ -294,6 +313,11 @@ def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Jo
         agents[absolute] = load_agent_file(absolute)
         _check_hyperparameter_names(sweep, agents[absolute], _display_path(absolute, root))
     varying = [k for k, values in sweep.grid.items() if len(values) > 1]
+    per_job = sweep.seeds_per_job or num_seeds
+    seed_groups = [
+        (first, min(per_job, sweep.seed + num_seeds - first))
+        for first in range(sweep.seed, sweep.seed + num_seeds, per_job)
+    ]
     points = [
         dict(zip(sweep.grid, combo, strict=True))
         for combo in itertools.product(*sweep.grid.values())
@@ -302,7 +326,9 @@ def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Jo
     for env in sweep.envs:
         env_name = registry.resolve(env).name
         for absolute, agent in agents.items():
-            for preset, point in itertools.product(sweep.presets, points):
+            for preset, point, (first, count) in itertools.product(
+                sweep.presets, points, seed_groups
+            ):
                 variant = [f'preset={preset}'] if len(sweep.presets) > 1 else []
                 variant += [f'{k.removeprefix("agent.")}={_slug(point[k])}' for k in varying]
                 run_group = '-'.join([sweep.name, *variant])
@@ -312,8 +338,8 @@ def expand(sweep: Sweep, save_dir: str, num_seeds: int | None = None) -> list[Jo
                     **{k: v for k, v in chosen.items() if not k.startswith('agent.')},
                     'env_name': env_name,
                     'preset': preset,
-                    'seed': sweep.seed,
-                    'num_seeds': num_seeds,
+                    'seed': first,
+                    'num_seeds': count,
                     'save_dir': runs_dir,
                     'run_group': run_group,
                 }
