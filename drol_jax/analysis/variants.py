@@ -399,6 +399,8 @@ def scale_lines(result: dict[str, Any]) -> list[str]:
             f'{s["ogbench_eval_episodes"]} evaluation episodes per seed, --preset=paper; data '
             f'{first["dataset"].get("source")}: {first["dataset"].get("path")}.'
         )
+    elif s['ogbench_dataset']:
+        lines.append(f'OGBench: {s["ogbench_env"]}, no agent finished yet.')
     else:
         lines.append('OGBench: not run (no --ogbench_dataset).')
     lines.append('Cells: mean over seeds [95% bootstrap interval].')
