@@ -21,9 +21,12 @@ The same metrics of the task's own data generator are reported as the reference 
 OGBench (``cube-single`` by default, on one dataset file made by ``python -m
 drol_jax.envs.datagen``): each agent trains through the library's run (``drol_jax.train.run``,
 what main.py runs, with ``--preset=paper``: DROL's published settings) at the given reduced
-scale, and the final evaluation's success is read from the run summaries. The runs are ordinary
-run folders under ``<out_dir>/runs`` (``python -m drol_jax.plot`` reads them); an interrupted
-benchmark resumes them, and finished runs are reused.
+scale; the final evaluation's success and return are read from the run summaries, and the last
+logged Q, BC loss, validation mse, winner entropy and spread from ``train.csv`` (at a reduced
+scale success may be 0 for every agent while these still differ). The runs are ordinary run
+folders under ``<out_dir>/runs`` (``python -m drol_jax.plot`` reads them); an interrupted
+benchmark resumes them, and finished runs are reused. The outputs are rewritten after the toy
+benchmark and after each agent's OGBench runs, so an interrupted benchmark keeps its results.
 
 Every number is a mean over seeds with a 95% percentile-bootstrap interval
 (``drol_jax.plot.stats.bootstrap_mean_ci``). Writes ``variants.md`` (the table),
