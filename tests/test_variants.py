@@ -10,6 +10,8 @@ own one-line error.
 import json
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import flax
@@ -30,6 +32,8 @@ from helpers import (
     with_config,
 )
 
+from drol_jax.analysis import variants as benchmark
+from drol_jax.errors import ConfigError
 from drol_jax.hyperparameters import check_agent_config
 
 DROL_PATH = os.path.join(REPO, 'agents', 'drol.py')
@@ -470,3 +474,95 @@ def test_a_bad_variant_hyperparameter_is_its_own_one_line_error(tmp_path):
     assert one_line_error(result) == (
         "error: --agent.responsibility must be 'softmin' or 'epsilon', got 'hard'."
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The mechanism benchmark (python -m drol_jax.analysis variants).
+
+
+def test_benchmark_agent_specs_take_python_literals_tuples_included():
+    spec = benchmark.parse_agent(
+        'agents/drol_score.py:inference_best_of_n=True,score_hidden_dims=(64, 64),x=a'
+    )
+    assert spec.path == 'agents/drol_score.py'
+    assert spec.overrides == {'inference_best_of_n': True, 'score_hidden_dims': (64, 64), 'x': 'a'}
+    assert spec.label == 'drol_score inference_best_of_n=True score_hidden_dims=(64, 64) x=a'
+    assert benchmark.parse_agent('agents/drol.py') == benchmark.AgentSpec('agents/drol.py', {})
+    with pytest.raises(
+        ConfigError, match="'bc_coef' in 'agents/drol.py:bc_coef' is not name=value"
+    ):
+        benchmark.parse_agent('agents/drol.py:bc_coef')
+
+
+def test_benchmark_mode_metrics_of_known_draws():
+    task_name = benchmark.common.TASK_NAME
+    task = benchmark.TASKS[task_name]
+    states = task.make_dataset(64, benchmark.HELD_OUT_SEED)['observations']
+    centres = task.mode_centers(states)  # (S, modes, d); mode 0 is the best.
+    on_best = benchmark.mode_metrics(task_name, states, centres[:, :1].repeat(4, axis=1))
+    assert on_best == {'coverage': 1 / 3, 'smallest_share': 0.0, 'off_support': 0.0, 'success': 1.0}
+    off = benchmark.mode_metrics(task_name, states, np.full((64, 4, 2), 5.0))
+    assert off['coverage'] == 0.0 and off['off_support'] == 1.0 and off['success'] == 0.0
+    data = benchmark.mode_metrics(
+        task_name, states, benchmark.data_draws(task_name, states, 300, seed=0)
+    )
+    assert data['coverage'] == 1.0 and 0.2 < data['smallest_share'] < 1 / 3
+    assert data['off_support'] < 0.05
+
+
+def test_benchmark_reads_the_last_logged_metrics(tmp_path):
+    (tmp_path / 'train.csv').write_text('step,training/actor/q,other\n1,0.5,2\n2,0.25,\n')
+    values = benchmark.last_logged(str(tmp_path), {'Q': 'training/actor/q', 'x': 'other'})
+    assert values['Q'] == 0.25 and np.isnan(values['x'])
+
+
+def test_benchmark_table_marks_agents_whose_ogbench_runs_are_not_done():
+    stat = benchmark.estimate([0.5, 0.7])
+    curves = {name: {k: [stat[k]] for k in ('mean', 'low', 'high')} for name in benchmark.CURVES}
+    toy = {'final': {m: stat for m in benchmark.TOY_METRICS}, 'curves': curves}
+    runs = {
+        'success': stat,
+        'return': stat,
+        'training': {m: stat for m in benchmark.OGBENCH_METRICS},
+    }
+    result = {
+        'settings': {'ogbench_env': 'cube-single'},
+        'agents': ['drol', 'drol_soft'],
+        'toy_reference': {m: 0.5 for m in benchmark.TOY_METRICS},
+        'toy': {'drol': toy, 'drol_soft': toy},
+        'ogbench': {'drol': runs},
+    }
+    lines = benchmark.table_lines(result)
+    assert lines[3].startswith('| drol | 60.0 [50.0, 70.0] |')
+    ogbench = lines[lines.index('') + 1 :]
+    assert 'cube-single success (%)' in ogbench[0]
+    assert ogbench[2].startswith('| drol | 60.0 [50.0, 70.0] | 0.6 [0.5, 0.7] |')
+    assert ogbench[3] == '| drol_soft |' + ' - |' * (len(benchmark.OGBENCH_METRICS) + 2)
+
+
+@pytest.mark.slow
+def test_benchmark_writes_its_table_json_and_figure(tmp_path):
+    agents = [DROL_PATH, f'{VARIANT_PATHS["budget"]}:coverage_epsilon=0.01,min_candidates=2']
+    done = subprocess.run(
+        [sys.executable, '-m', 'drol_jax.analysis', 'variants', f'--out_dir={tmp_path}']
+        + ['--agents', *agents, '--seeds=2', '--steps=20', '--curve_points=2', '--hidden', '16']
+        + ['--batch_size=32', '--eval_states=8', '--eval_draws=4'],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / 'variants.json').read_text())
+    labels = ['drol', 'drol_budget coverage_epsilon=0.01 min_candidates=2']
+    assert result['agents'] == labels and result['ogbench'] == {}
+    for label in labels:
+        toy = result['toy'][label]
+        assert toy['steps'] == [10, 20]
+        assert len(toy['final']['coverage']['per_seed']) == 2
+        assert np.asarray(toy['curves']['winner entropy']['per_seed']).shape == (2, 2)
+    table = (tmp_path / 'variants.md').read_text()
+    assert 'Toy: toy-multimodal, 2 seeds (0..1), 20 updates' in table
+    assert 'OGBench: not run' in table
+    assert all(f'| {label} |' in table for label in labels)
+    assert (tmp_path / 'variants.png').read_bytes().startswith(b'\x89PNG')

@@ -21,9 +21,12 @@ The same metrics of the task's own data generator are reported as the reference 
 OGBench (``cube-single`` by default, on one dataset file made by ``python -m
 drol_jax.envs.datagen``): each agent trains through the library's run (``drol_jax.train.run``,
 what main.py runs, with ``--preset=paper``: DROL's published settings) at the given reduced
-scale, and the final evaluation's success is read from the run summaries. The runs are ordinary
-run folders under ``<out_dir>/runs`` (``python -m drol_jax.plot`` reads them); an interrupted
-benchmark resumes them, and finished runs are reused.
+scale; the final evaluation's success and return are read from the run summaries, and the last
+logged Q, BC loss, validation mse, winner entropy and spread from ``train.csv`` (at a reduced
+scale success may be 0 for every agent while these still differ). The runs are ordinary run
+folders under ``<out_dir>/runs`` (``python -m drol_jax.plot`` reads them); an interrupted
+benchmark resumes them, and finished runs are reused. The outputs are rewritten after the toy
+benchmark and after each agent's OGBench runs, so an interrupted benchmark keeps its results.
 
 Every number is a mean over seeds with a 95% percentile-bootstrap interval
 (``drol_jax.plot.stats.bootstrap_mean_ci``). Writes ``variants.md`` (the table),
@@ -33,9 +36,12 @@ Every number is a mean over seeds with a 95% percentile-bootstrap interval
 from __future__ import annotations
 
 import ast
+import csv
 import dataclasses
 import glob
+import math
 import os
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -54,6 +60,17 @@ HELD_OUT_SEED = DATASET_SEED + 3  # Neither the training (0), validation (1) nor
 MODE_RADIUS = 0.15  # Three noise standard deviations of the toy clusters.
 CURVES = {'winner entropy': 'actor/best_idx_entropy', 'spread': 'actor/candidate_pairwise_dist2'}
 TOY_METRICS = ('coverage', 'smallest_share', 'off_support', 'success')
+# The OGBench runs' last logged training (and held-out validation) metrics, beside success: at a
+# reduced scale success may be 0 for every agent, and these still tell the agents apart.
+OGBENCH_METRICS = {
+    'Q': 'training/actor/q',
+    'BC loss': 'training/actor/bc_loss',
+    'validation mse': 'validation/actor/mse',
+    'winner entropy': 'training/actor/best_idx_entropy',
+    'spread': 'training/actor/candidate_pairwise_dist2',
+}
+# Commas inside brackets belong to a value (``score_hidden_dims=(64,64)``), not between two.
+ASSIGNMENT_SPLIT = re.compile(r',(?=\s*[A-Za-z_]\w*\s*=)')
 REPS = 10_000  # Bootstrap resamples.
 
 
@@ -71,17 +88,18 @@ class AgentSpec(NamedTuple):
 
 
 def parse_agent(text: str) -> AgentSpec:
-    """``PATH[:name=value,...]``; values are Python literals, else strings."""
+    """``PATH[:name=value,...]``; values are Python literals (tuples too), else strings."""
     path, _, assignments = text.partition(':')
     overrides = {}
-    for item in filter(None, assignments.split(',')):
+    for item in filter(None, ASSIGNMENT_SPLIT.split(assignments)):
         name, equals, value = item.partition('=')
-        if not equals or not name:
+        name = name.strip()
+        if not equals or not name.isidentifier():
             raise ConfigError(f'--agents: {item!r} in {text!r} is not name=value.')
         try:
-            overrides[name] = ast.literal_eval(value)
+            overrides[name] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):
-            overrides[name] = value
+            overrides[name] = value.strip()
     return AgentSpec(path, overrides)
 
 
@@ -229,7 +247,7 @@ def ogbench_settings(spec: AgentSpec, settings: VariantsSettings, out_dir: str, 
         seed=settings.seed,
         num_seeds=settings.ogbench_seeds,
         save_dir=os.path.join(out_dir, 'runs'),
-        run_group=spec.label.replace(' ', '_').replace('=', '-'),
+        run_group=re.sub(r'[^A-Za-z0-9_.]+', '_', spec.label.replace('=', '-')).strip('_'),
         offline_steps=steps,
         log_interval=max(steps // 10, 1),
         eval_interval=steps,
@@ -249,8 +267,16 @@ def ogbench_settings(spec: AgentSpec, settings: VariantsSettings, out_dir: str, 
     return resolve(run, load_agent_file(spec.path), explicit)
 
 
+def last_logged(run_dir: str, columns: dict[str, str]) -> dict[str, float]:
+    """The last ``train.csv`` row's value of each column (by our name); NaN where not logged."""
+    with open(os.path.join(run_dir, 'train.csv'), newline='') as f:
+        rows = list(csv.DictReader(f))
+    last = rows[-1] if rows else {}
+    return {name: float(last.get(column) or math.nan) for name, column in columns.items()}
+
+
 def run_ogbench(spec: AgentSpec, settings: VariantsSettings, out_dir: str) -> dict[str, Any]:
-    """Train (or resume, or reuse) one agent's OGBench runs; its final success per seed."""
+    """Train (or resume, or reuse) one agent's OGBench runs: final success and training metrics."""
     resolved = ogbench_settings(spec, settings, out_dir, resume=False)
     run = resolved.run
     folders = [
@@ -262,9 +288,17 @@ def run_ogbench(spec: AgentSpec, settings: VariantsSettings, out_dir: str) -> di
         resolved = ogbench_settings(spec, settings, out_dir, resume=True)
     summaries = train.run(resolved)
     success = [s['final_eval']['evaluation/success'] for s in summaries]
-    print(f'ogbench {spec.label}: success {np.mean(success):.3f} per seed {success}', flush=True)
+    logged = [last_logged(folder, OGBENCH_METRICS) for folder in folders]
+    print(
+        f'ogbench {spec.label}: success {np.mean(success):.3f} per seed {success}; '
+        + ', '.join(f'{m} {np.mean([row[m] for row in logged]):.4g}' for m in OGBENCH_METRICS),
+        flush=True,
+    )
     return {
         'success': estimate(success),
+        'return': estimate([s['final_eval']['evaluation/episode.return'] for s in summaries]),
+        'training': {m: estimate([row[m] for row in logged]) for m in OGBENCH_METRICS},
+        'num_candidates': int(resolved.agent_config['num_candidates']),
         'run_dirs': folders,
         'dataset': summaries[0]['dataset'],
         'env_name': summaries[0]['env_name'],
@@ -277,7 +311,11 @@ def run_ogbench(spec: AgentSpec, settings: VariantsSettings, out_dir: str) -> di
 
 
 def run(settings: VariantsSettings, out_dir: str) -> dict[str, Any]:
-    """Run the toy benchmark and, with a dataset, the OGBench one, for every agent."""
+    """Run the toy benchmark and, with a dataset, the OGBench one, for every agent.
+
+    The results so far are written after the toy benchmark and after each agent's OGBench runs,
+    so an interrupted benchmark keeps what it measured (and its finished runs are reused).
+    """
     if settings.seeds < 1 or settings.ogbench_seeds < 1:
         raise ConfigError(f'--seeds and --ogbench_seeds must be >= 1, got {settings.seeds}.')
     if settings.curve_points < 1 or settings.steps < settings.curve_points:
@@ -300,13 +338,13 @@ def run(settings: VariantsSettings, out_dir: str) -> dict[str, Any]:
         result['toy'][spec.label] = run_toy(spec, settings)
     if settings.ogbench_dataset:
         for spec in specs:
+            write(result, out_dir)
             result['ogbench'][spec.label] = run_ogbench(spec, settings, out_dir)
     return result
 
 
 def table_lines(result: dict[str, Any]) -> list[str]:
-    """The results table as Markdown lines: one row per agent plus the data's reference row."""
-    settings = result['settings']
+    """The results tables as Markdown lines: the toy's (with the data's row), then OGBench's."""
     header = [
         'agent',
         'toy coverage (%)',
@@ -316,8 +354,6 @@ def table_lines(result: dict[str, Any]) -> list[str]:
         'toy final winner entropy',
         'toy final spread',
     ]
-    if result['ogbench']:
-        header.append(f'{settings["ogbench_env"]} success (%)')
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     reference = result['toy_reference']
     data_row = ['toy data (generator)'] + [f'{100 * reference[m]:.2f}' for m in TOY_METRICS]
@@ -328,8 +364,24 @@ def table_lines(result: dict[str, Any]) -> list[str]:
         for name in CURVES:
             curve = toy['curves'][name]
             row.append(cell({k: np.asarray(curve[k])[-1] for k in ('mean', 'low', 'high')}))
-        if result['ogbench']:
-            row.append(cell(result['ogbench'][label]['success'], 100.0, 1))
+        lines.append('| ' + ' | '.join(row) + ' |')
+    if not result['ogbench']:
+        return lines
+    env = result['settings']['ogbench_env']
+    header = [
+        'agent',
+        f'{env} success (%)',
+        'final return',
+        *(f'final {m}' for m in OGBENCH_METRICS),
+    ]
+    lines += ['', '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for label in result['agents']:
+        runs = result['ogbench'].get(label)
+        if runs is None:  # Not run yet (the benchmark writes as it goes).
+            row = [label, *(['-'] * (len(header) - 1))]
+        else:
+            row = [label, cell(runs['success'], 100.0, 1), cell(runs['return'], digits=1)]
+            row += [cell(runs['training'][m], digits=4) for m in OGBENCH_METRICS]
         lines.append('| ' + ' | '.join(row) + ' |')
     return lines
 
@@ -350,6 +402,8 @@ def scale_lines(result: dict[str, Any]) -> list[str]:
             f'{s["ogbench_eval_episodes"]} evaluation episodes per seed, --preset=paper; data '
             f'{first["dataset"].get("source")}: {first["dataset"].get("path")}.'
         )
+    elif s['ogbench_dataset']:
+        lines.append(f'OGBench: {s["ogbench_env"]}, no agent finished yet.')
     else:
         lines.append('OGBench: not run (no --ogbench_dataset).')
     lines.append('Cells: mean over seeds [95% bootstrap interval].')
@@ -395,21 +449,37 @@ def draw(result: dict[str, Any], path: str) -> None:
     bars.set_ylabel('% (black line: the data generator)')
     bars.set_title('toy: final policy on held-out states')
     ogbench = axes[1][1]
-    if result['ogbench']:
-        stats = [result['ogbench'][label]['success'] for label in labels]
-        means = np.array([100 * float(s['mean']) for s in stats])
-        errors = [means - [100 * float(s['low']) for s in stats]]
-        errors.append([100 * float(s['high']) for s in stats] - means)
-        ogbench.bar(
-            range(len(labels)),
-            means,
-            yerr=errors,
-            color=[f'C{i}' for i in range(len(labels))],
-            capsize=4,
-        )
-        ogbench.set_xticks(range(len(labels)), labels, rotation=20, ha='right', fontsize=8)
-        ogbench.set_ylabel('final success (%)')
-        ogbench.set_title(f'{result["settings"]["ogbench_env"]}: final evaluation')
+    measured = [label for label in labels if label in result['ogbench']]
+    if measured:
+        # Success and the routing's winner entropy (as a share of its maximum, log K), both in
+        # %: at a reduced scale success may be 0 everywhere while the routing still differs.
+        groups = {
+            'success': lambda runs: 100 * np.asarray(runs['success']['per_seed']),
+            'winner entropy / log K': lambda runs: (
+                100
+                * np.asarray(runs['training']['winner entropy']['per_seed'])
+                / np.log(max(runs['num_candidates'], 2))
+            ),
+        }
+        width = 0.8 / len(labels)
+        for index, label in enumerate(labels):
+            if label not in result['ogbench']:
+                continue
+            per_seed = [group(result['ogbench'][label]) for group in groups.values()]
+            ogbench.bar(
+                np.arange(len(groups)) + index * width,
+                [np.mean(v) for v in per_seed],
+                width,
+                color=f'C{index}',
+                label=label,
+            )
+            for position, values in enumerate(per_seed):  # Every seed, as a dot.
+                ogbench.plot(
+                    np.full(len(values), position + index * width), values, 'k.', markersize=4
+                )
+        ogbench.set_xticks(np.arange(len(groups)) + 0.4 - width / 2, list(groups))
+        ogbench.set_ylabel('% (dots: seeds)')
+        ogbench.set_title(f'{result["settings"]["ogbench_env"]}: end of training')
     else:
         ogbench.axis('off')
         ogbench.text(0.5, 0.5, 'OGBench: not run', ha='center')
