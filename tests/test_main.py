@@ -228,3 +228,48 @@ def test_a_signal_during_start_up_is_one_line_and_128_plus_signum(tmp_path):
             'save); run the same command again to start.'
         ], err[-2000:]
         assert 'Traceback' not in out + err
+
+
+# The signal lands in a finaliser, where Python ignores the SystemExit the handler raises.
+SWALLOWING_START_UP = """
+import os, sys, time
+from drol_jax import stopping
+
+stopping.exit_quietly_before_training()
+stopping.EXIT_GRACE_S = 0.5
+
+
+class Finalised:
+    def __del__(self):
+        open(sys.argv[1], 'w').close()
+        time.sleep(120)
+
+
+Finalised()
+while True:  # Without the grace timer the start-up would go on here for ever.
+    time.sleep(0.05)
+"""
+
+
+@pytest.mark.slow
+def test_a_signal_whose_exit_python_swallows_still_ends_with_128_plus_signum(tmp_path):
+    """Seen once under load: SLURM's scancel during start-up, then SIGKILL, recorded as failed."""
+    marker = tmp_path / 'in_finaliser'
+    process = subprocess.Popen(
+        [sys.executable, '-c', SWALLOWING_START_UP, str(marker)],
+        cwd=REPO,
+        env={**os.environ, 'PYTHONPATH': REPO},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    while not marker.exists():
+        assert process.poll() is None and time.time() < deadline, process.communicate()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    try:
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()  # Only where the test failed: it has exited otherwise.
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err.startswith('Stopped by SIGTERM before training started'), err
