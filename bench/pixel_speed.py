@@ -48,7 +48,8 @@ from pixel_reference import reference_batch, reference_sample  # noqa: E402
 from agents import drol  # noqa: E402
 from drol_jax import frames  # noqa: E402
 from drol_jax.analysis.runtime import machine_description  # noqa: E402
-from drol_jax.encoders import EncodedCritic, EncodedPolicy, make_encoder  # noqa: E402
+from drol_jax.encoders import make_encoder  # noqa: E402
+from drol_jax.networks import ConditionedPolicy, EnsembleCritic  # noqa: E402
 from drol_jax.train_state import ModuleDict, TrainState  # noqa: E402
 
 ACTION_DIM = 5
@@ -110,9 +111,9 @@ def visual_drol_agent(encoder: str, hidden, example_observations, seed: int = 0)
     """The DROL agent of ``agents/drol.py`` with one encoder in each of its modules."""
     config = drol.get_config()
     config.actor_hidden_dims = config.value_hidden_dims = hidden
-    critic = EncodedCritic(hidden, layer_norm=config.layer_norm, encoder=make_encoder(encoder))
+    critic = EnsembleCritic(hidden, layer_norm=config.layer_norm, encoder=make_encoder(encoder))
     modules = {
-        'actor_onestep_flow': EncodedPolicy(hidden, ACTION_DIM, encoder=make_encoder(encoder)),
+        'actor_onestep_flow': ConditionedPolicy(hidden, ACTION_DIM, encoder=make_encoder(encoder)),
         'critic': critic,
         'target_critic': copy.deepcopy(critic),
     }
