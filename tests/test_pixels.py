@@ -142,6 +142,17 @@ def test_visual_names_regenerate_with_the_state_recipe():
         manipulation.parse_dataset_name('visual-antmaze-large-navigate-v0')
 
 
+def test_videos_of_an_image_task_show_its_observations():
+    from drol_jax.evaluation import video_frame
+
+    class NoRenderer:
+        def render(self):
+            raise AssertionError('an image task needs no second rendering')
+
+    stacked = np.arange(4 * 4 * 9, dtype=np.uint8).reshape(4, 4, 9)
+    np.testing.assert_array_equal(video_frame(NoRenderer(), stacked), stacked[..., 6:])
+
+
 # ---------------------------------------------------------------------------------------------
 # Slow: a real visual OGBench env, and training on images.
 
