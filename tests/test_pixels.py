@@ -10,9 +10,10 @@ import re
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
-from helpers import REPO, agent_file, one_line_error, run_main
+from helpers import REPO, agent_file, one_line_error, run_main, small_config
 
 from drol_jax import frames
 from drol_jax.envs import ogbench, registry, visual, visual_toy
@@ -264,3 +265,32 @@ def test_a_regenerated_visual_dataset_trains_through_main(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'MUJOCO_GL=egl' in result.stdout and '(frames stored once' not in result.stderr
     assert 'Done: seed 0, 2 steps' in result.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', ['drol', 'fql'])
+def test_image_batches_in_the_fused_block_match_fqls_host_loop(name):
+    import chex
+    from helpers import create
+    from references import host_loop_updates
+
+    from drol_jax.updates import make_train_block, stack_agents, unstack_agent
+
+    file = agent_file(os.path.join(REPO, 'agents', f'{name}.py'))
+    config = small_config(file.default_config(), encoder='impala_debug', batch_size=16)
+    dataset = frames.from_transitions(visual_toy.make_dataset(size=64, image_size=16))
+    sample = functools.partial(frames.sample_batch, frame_stack=2, p_aug=0.5)
+    example = frames.batch_at(dataset, np.zeros(1, np.int32), 2)
+    agent = create(file.agent_class, config, 0, example['observations'], example['actions'])
+    key, num_updates = jax.random.PRNGKey(7), 5
+
+    host_agent, host_key, _ = host_loop_updates(agent, dataset, key, num_updates, 16, sample)
+    block = make_train_block(16, sample)
+    result = block(stack_agents([agent]), key[None], jax.device_put(dataset), num_updates)
+    np.testing.assert_array_equal(np.asarray(result.keys[0]), np.asarray(host_key))
+    chex.assert_trees_all_close(
+        unstack_agent(result.agents, 0).network.params,
+        host_agent.network.params,
+        rtol=1e-4,
+        atol=1e-5,
+    )
