@@ -78,6 +78,8 @@ ENVIRONMENTS |= {
 MANIPULATION_PREFIXES = ('cube-', 'scene', 'puzzle-')
 
 OB_KEYS = ('observations', 'actions', 'terminals', 'qpos', 'qvel')
+# The per-row arrays of a visual dataset in OGBench's compact layout, besides its frames.
+COMPACT_KEYS = ('valids', 'actions', 'rewards', 'masks', 'terminals')
 # Run by a child process so a stalled download can be killed without touching this process.
 DOWNLOAD_SCRIPT = 'import sys, ogbench; ogbench.download_datasets([sys.argv[1]], sys.argv[2])'
 
@@ -271,10 +273,11 @@ def _load_files(canonical: str, train_path: str) -> tuple[Any, Any]:
             # Before relabelling, which another task's data can break with an obscure error.
             check_shapes(env, dataset, path, canonical)
             relabel_dataset(env.spec.id, env, dataset)
-            keys = ('valids', *DATASET_KEYS[1:-1]) if visual.is_visual(canonical) else DATASET_KEYS
-            arrays = {k: np.asarray(dataset[k], dtype=np.float32) for k in keys}
             if visual.is_visual(canonical):
-                arrays['observations'] = dataset['observations']
+                arrays = {k: np.asarray(dataset[k], np.float32) for k in COMPACT_KEYS}
+                arrays['observations'] = dataset['observations']  # uint8 frames, not copied.
+            else:
+                arrays = {k: np.asarray(dataset[k], dtype=np.float32) for k in DATASET_KEYS}
             datasets.append(arrays)
     except (
         OSError,
