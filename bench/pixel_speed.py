@@ -141,13 +141,17 @@ def device_block_runner(data, batch, frame_stack, count):
 
 
 def block_runner(agent, data, batch, frame_stack, count, sampled):
-    """``count`` updates in the library's compiled block: sampling inside it, or a fixed batch."""
+    """``count`` updates in the library's compiled block: sampling inside it, or a fixed batch.
+
+    The fixed batch is the block's data argument (a closed-over batch would be compiled in as a
+    constant, and XLA would fold the encoder's first operations into it).
+    """
     if sampled:
         sample = functools.partial(frames.sample_batch, frame_stack=frame_stack, p_aug=0.5)
     else:
-        fixed = frames.sample_batch(data, jax.random.PRNGKey(1), batch, frame_stack, 1.0)
+        data = frames.sample_batch(data, jax.random.PRNGKey(1), batch, frame_stack, 1.0)
 
-        def sample(data, key, batch_size):
+        def sample(fixed, key, batch_size):
             return fixed
 
     block = make_train_block(batch, sample)
