@@ -34,14 +34,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from drol_jax.encoders import ENCODER_RULE, make_encoder
 from drol_jax.hyperparameters import at_least, in_interval, integer_at_least, one_of, positive
 from drol_jax.losses import prefixed, td_loss
-from drol_jax.networks import (
-    ConditionedPolicy,
-    EnsembleCritic,
-    aggregate_ensemble,
-    broadcast_states,
-)
+from drol_jax.networks import ConditionedPolicy, EnsembleCritic, aggregate_ensemble, batch_shape
 from drol_jax.train_state import ModuleDict, nonpytree_field, target_update
 from drol_jax.train_state import TrainState as SharedTrainState
 
@@ -72,6 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
             inference_use_density_filter=False,  # Rank only the candidates in dense regions.
             inference_dense_topk=8,  # How many: smallest mean squared distance to the others.
             inference_q_agg='mean',  # How the critic ranks the candidates at test time.
+            # Image encoder of every module (None: state inputs): impala_small, impala, ...
+            encoder=ml_collections.config_dict.placeholder(str),
         )
     )
 
@@ -94,6 +92,7 @@ HYPERPARAMETER_CHECKS = {
     # More than inference_num_samples keeps them all, as in the official agent.
     'inference_dense_topk': integer_at_least(1),
     'inference_q_agg': one_of('mean', 'min'),
+    'encoder': ENCODER_RULE,
 }
 PROGRESS_METRICS = ('critic/critic_loss', 'actor/bc_loss', 'actor/q')
 
@@ -334,22 +333,25 @@ class DROLAgent(flax.struct.PyTreeNode):
 
     def sample_single(self, observations, seed):
         """One action per state from one prior latent each."""
-        latents = sample_ball_prior(seed, observations.shape[:-1], self.config['action_dim'])
+        shape = batch_shape(observations, self.config.get('ob_dims'))
+        latents = sample_ball_prior(seed, shape, self.config['action_dim'])
         return self.policy(observations, latents)
 
     def sample_candidates(self, observations, seed, num):
-        """``num`` actions per state, shape ``(..., num, d)``, one prior latent each."""
-        shape = (*observations.shape[:-1], num)
+        """``num`` actions per state, shape ``(..., num, d)``, one prior latent each.
+
+        The networks broadcast each state over its ``num`` latents (an image is encoded once).
+        """
+        shape = (*batch_shape(observations, self.config.get('ob_dims')), num)
         latents = sample_ball_prior(seed, shape, self.config['action_dim'])
-        return self.policy(broadcast_states(observations, num), latents)
+        return self.policy(observations, latents)
 
     def best_by_q(self, observations, candidates, critic, q_agg):
         """Per state, the candidate of ``(..., n, d)`` that ``critic`` ranks highest.
 
         ``q_agg`` reduces the ensemble; on ties the first candidate wins.
         """
-        tiled = broadcast_states(observations, candidates.shape[-2])
-        q = aggregate_ensemble(self.network.select(critic)(tiled, candidates), q_agg)
+        q = aggregate_ensemble(self.network.select(critic)(observations, candidates), q_agg)
         best = jnp.argmax(q, axis=-1)
         return jnp.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
 
@@ -449,11 +451,23 @@ class DROLAgent(flax.struct.PyTreeNode):
 
     @staticmethod
     def networks(config, action_dim: int) -> dict[str, nn.Module]:
-        """The networks by name; each is initialised on example (observations, actions)."""
-        critic_def = EnsembleCritic(config['value_hidden_dims'], layer_norm=config['layer_norm'])
+        """The networks by name; each is initialised on example (observations, actions).
+
+        With an ``encoder``, the actor and the critic each own one (the target critic a copy of
+        the critic's), as in the official agent.
+        """
+        encoder = config.get('encoder')
+        critic_def = EnsembleCritic(
+            config['value_hidden_dims'],
+            layer_norm=config['layer_norm'],
+            encoder=make_encoder(encoder),
+        )
         return {
             'actor_onestep_flow': ConditionedPolicy(
-                config['actor_hidden_dims'], action_dim, layer_norm=config['actor_layer_norm']
+                config['actor_hidden_dims'],
+                action_dim,
+                layer_norm=config['actor_layer_norm'],
+                encoder=make_encoder(encoder),
             ),
             'critic': critic_def,
             'target_critic': copy.deepcopy(critic_def),
@@ -470,6 +484,9 @@ class DROLAgent(flax.struct.PyTreeNode):
         params = network_def.init(init_rng, **inputs)['params']
         params['modules_target_critic'] = params['modules_critic']
         network = TrainState.create(network_def, params, optax.adam(config['lr']))
+        ob_dims = tuple(ex_observations.shape[1:])
         return cls(
-            rng, network=network, config=flax.core.FrozenDict(**config, action_dim=action_dim)
+            rng,
+            network=network,
+            config=flax.core.FrozenDict(**config, action_dim=action_dim, ob_dims=ob_dims),
         )

@@ -21,9 +21,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from drol_jax.encoders import ENCODER_RULE, make_encoder
 from drol_jax.hyperparameters import at_least, in_interval, integer_at_least, one_of, positive
 from drol_jax.losses import prefixed, td_loss
-from drol_jax.networks import ConditionedPolicy, EnsembleCritic, aggregate_ensemble
+from drol_jax.networks import ConditionedPolicy, EnsembleCritic, aggregate_ensemble, batch_shape
 from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 
@@ -44,6 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
             alpha=10.0,  # Distillation coefficient.
             flow_steps=10,  # Euler steps of the teacher flow.
             normalize_q_loss=False,
+            # Image encoder of every module (None: state inputs): impala_small, impala, ...
+            encoder=ml_collections.config_dict.placeholder(str),
         )
     )
 
@@ -55,6 +58,7 @@ HYPERPARAMETER_CHECKS = {
     'q_agg': one_of('mean', 'min'),
     'alpha': at_least(0),
     'flow_steps': integer_at_least(1, 'Euler steps of the teacher flow'),
+    'encoder': ENCODER_RULE,
 }
 PROGRESS_METRICS = ('critic/critic_loss', 'actor/bc_flow_loss', 'actor/q')
 
@@ -199,12 +203,21 @@ class FQLAgent(flax.struct.PyTreeNode):
 
     @jax.jit
     def compute_flow_actions(self, observations, noises):
-        """Teacher actions: Euler integration of the flow from ``noises``, clipped to [-1, 1]."""
+        """Teacher actions: Euler integration of the flow from ``noises``, clipped to [-1, 1].
+
+        With an encoder the images are encoded once, by the flow's own encoder (the module
+        ``actor_bc_flow_encoder``, as in the official agent), not at every step.
+        """
         steps = self.config['flow_steps']
+        is_encoded = self.config['encoder'] is not None
+        if is_encoded:
+            observations = self.network.select('actor_bc_flow_encoder')(observations)
 
         def euler_step(actions, i):
-            t = jnp.full((*observations.shape[:-1], 1), i / steps)
-            velocity = self.network.select('actor_bc_flow')(observations, actions, t)
+            t = jnp.full((*noises.shape[:-1], 1), i / steps)
+            velocity = self.network.select('actor_bc_flow')(
+                observations, actions, t, is_encoded=is_encoded
+            )
             return actions + velocity / steps, None
 
         actions, _ = jax.lax.scan(euler_step, noises, jnp.arange(steps))
@@ -221,22 +234,36 @@ class FQLAgent(flax.struct.PyTreeNode):
         del temperature
         seed = self.rng if seed is None else seed
         noise_seed, _ = jax.random.split(seed)
-        shape = (*observations.shape[:-1], self.config['action_dim'])
+        shape = (*batch_shape(observations, self.config['ob_dims']), self.config['action_dim'])
         noises = jax.random.normal(noise_seed, shape)
         return jnp.clip(self.network.select('actor_onestep_flow')(observations, noises), -1, 1)
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config):
-        """Initialise the flow, one-step policy, critic ensemble and target critic."""
+        """Initialise the flow, one-step policy, critic ensemble and target critic.
+
+        With an ``encoder`` each module owns one (the target critic a copy of the critic's); the
+        BC flow's is also the module ``actor_bc_flow_encoder``, where its parameters live, as
+        in the official agent.
+        """
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         action_dim = ex_actions.shape[-1]
         ex_times = ex_actions[..., :1]
         policy_args = (config['actor_hidden_dims'], action_dim)
-        critic_def = EnsembleCritic(config['value_hidden_dims'], layer_norm=config['layer_norm'])
+        flow_encoder = make_encoder(config['encoder'])
+        critic_def = EnsembleCritic(
+            config['value_hidden_dims'],
+            layer_norm=config['layer_norm'],
+            encoder=make_encoder(config['encoder']),
+        )
         modules = {
-            'actor_bc_flow': ConditionedPolicy(*policy_args, layer_norm=config['actor_layer_norm']),
+            'actor_bc_flow': ConditionedPolicy(
+                *policy_args, layer_norm=config['actor_layer_norm'], encoder=flow_encoder
+            ),
             'actor_onestep_flow': ConditionedPolicy(
-                *policy_args, layer_norm=config['actor_layer_norm']
+                *policy_args,
+                layer_norm=config['actor_layer_norm'],
+                encoder=make_encoder(config['encoder']),
             ),
             'critic': critic_def,
             'target_critic': copy.deepcopy(critic_def),
@@ -247,10 +274,16 @@ class FQLAgent(flax.struct.PyTreeNode):
             'critic': (ex_observations, ex_actions),
             'target_critic': (ex_observations, ex_actions),
         }
+        if flow_encoder is not None:
+            modules['actor_bc_flow_encoder'] = flow_encoder
+            inputs['actor_bc_flow_encoder'] = (ex_observations,)
         network_def = ModuleDict(modules)
         params = network_def.init(init_rng, **inputs)['params']
         params['modules_target_critic'] = params['modules_critic']
         network = TrainState.create(network_def, params, optax.adam(config['lr']))
+        ob_dims = tuple(ex_observations.shape[1:])
         return cls(
-            rng, network=network, config=flax.core.FrozenDict(**config, action_dim=action_dim)
+            rng,
+            network=network,
+            config=flax.core.FrozenDict(**config, action_dim=action_dim, ob_dims=ob_dims),
         )

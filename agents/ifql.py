@@ -21,13 +21,14 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from drol_jax.encoders import ENCODER_RULE, make_encoder
 from drol_jax.hyperparameters import in_interval, integer_at_least, positive
 from drol_jax.losses import flow_matching_loss, implicit_value_losses, prefixed
 from drol_jax.networks import (
     ConditionedPolicy,
     EnsembleCritic,
     StateValue,
-    broadcast_states,
+    batch_shape,
     euler_flow_actions,
 )
 from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
@@ -49,6 +50,8 @@ def get_config() -> ml_collections.ConfigDict:
             expectile=0.9,  # Expectile of the value regression.
             num_samples=32,  # Flow samples per state at test time; the best by Q is kept.
             flow_steps=10,  # Euler steps of the flow.
+            # Image encoder of every module (None: state inputs): impala_small, impala, ...
+            encoder=ml_collections.config_dict.placeholder(str),
         )
     )
 
@@ -60,6 +63,7 @@ HYPERPARAMETER_CHECKS = {
     'expectile': in_interval(0, 1, low_open=True),
     'num_samples': integer_at_least(1, 'flow samples per state at test time'),
     'flow_steps': integer_at_least(1, 'Euler steps of the flow'),
+    'encoder': ENCODER_RULE,
 }
 PROGRESS_METRICS = ('critic/critic_loss', 'value/value_loss', 'actor/actor_loss')
 
@@ -134,30 +138,54 @@ class IFQLAgent(flax.struct.PyTreeNode):
         seed = self.rng if seed is None else seed
         noise_seed, _ = jax.random.split(seed)
         num = self.config['num_samples']
-        noises = jax.random.normal(
-            noise_seed, (*observations.shape[:-1], num, self.config['action_dim'])
-        )
-        tiled = broadcast_states(observations, num)
+        shape = (*batch_shape(observations, self.config['ob_dims']), num)
+        noises = jax.random.normal(noise_seed, (*shape, self.config['action_dim']))
+        # The networks broadcast each state over its samples; with an encoder the flow's images
+        # are encoded once, by its encoder module ``actor_flow_encoder`` (the official way).
+        is_encoded = self.config['encoder'] is not None
+        states = observations
+        if is_encoded:
+            states = self.network.select('actor_flow_encoder')(observations)
         flow = self.network.select('actor_flow')
         candidates = euler_flow_actions(
-            lambda x_t, t: flow(tiled, x_t, t), noises, self.config['flow_steps']
+            lambda x_t, t: flow(states, x_t, t, is_encoded=is_encoded),
+            noises,
+            self.config['flow_steps'],
         )
-        q = self.network.select('critic')(tiled, candidates).min(axis=0)
+        q = self.network.select('critic')(observations, candidates).min(axis=0)
         best = jnp.argmax(q, axis=-1)
         return jnp.take_along_axis(candidates, best[..., None, None], axis=-2)[..., 0, :]
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config):
-        """Initialise the value, critic ensemble, target critic and flow from example inputs."""
+        """Initialise the value, critic ensemble, target critic and flow from example inputs.
+
+        With an ``encoder`` the value, critic and flow each own one (the target critic a copy of
+        the critic's); the flow's is also the module ``actor_flow_encoder``, where its
+        parameters live, as in the official agent.
+        """
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         action_dim = ex_actions.shape[-1]
-        critic_def = EnsembleCritic(config['value_hidden_dims'], layer_norm=config['layer_norm'])
+        encoder = config['encoder']
+        flow_encoder = make_encoder(encoder)
+        critic_def = EnsembleCritic(
+            config['value_hidden_dims'],
+            layer_norm=config['layer_norm'],
+            encoder=make_encoder(encoder),
+        )
         modules = {
-            'value': StateValue(config['value_hidden_dims'], layer_norm=config['layer_norm']),
+            'value': StateValue(
+                config['value_hidden_dims'],
+                layer_norm=config['layer_norm'],
+                encoder=make_encoder(encoder),
+            ),
             'critic': critic_def,
             'target_critic': copy.deepcopy(critic_def),
             'actor_flow': ConditionedPolicy(
-                config['actor_hidden_dims'], action_dim, layer_norm=config['actor_layer_norm']
+                config['actor_hidden_dims'],
+                action_dim,
+                layer_norm=config['actor_layer_norm'],
+                encoder=flow_encoder,
             ),
         }
         inputs = {
@@ -166,10 +194,16 @@ class IFQLAgent(flax.struct.PyTreeNode):
             'target_critic': (ex_observations, ex_actions),
             'actor_flow': (ex_observations, ex_actions, ex_actions[..., :1]),
         }
+        if flow_encoder is not None:
+            modules['actor_flow_encoder'] = flow_encoder
+            inputs['actor_flow_encoder'] = (ex_observations,)
         network_def = ModuleDict(modules)
         params = network_def.init(init_rng, **inputs)['params']
         params['modules_target_critic'] = params['modules_critic']
         network = TrainState.create(network_def, params, optax.adam(config['lr']))
+        ob_dims = tuple(ex_observations.shape[1:])
         return cls(
-            rng, network=network, config=flax.core.FrozenDict(**config, action_dim=action_dim)
+            rng,
+            network=network,
+            config=flax.core.FrozenDict(**config, action_dim=action_dim, ob_dims=ob_dims),
         )

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from drol_jax.encoders import ENCODER_RULE, make_encoder
 from drol_jax.hyperparameters import at_least, in_interval, one_of, positive
 from drol_jax.losses import implicit_value_losses, prefixed
 from drol_jax.networks import EnsembleCritic, GaussianActor, StateValue, gaussian_std
@@ -44,6 +45,8 @@ def get_config() -> ml_collections.ConfigDict:
             actor_loss='awr',  # Policy extraction: 'awr' or 'ddpgbc'.
             alpha=10.0,  # AWR inverse temperature, or the BC coefficient of DDPG+BC.
             const_std=True,  # Actor log-std fixed at 0 (else one learned vector).
+            # Image encoder of every module (None: state inputs): impala_small, impala, ...
+            encoder=ml_collections.config_dict.placeholder(str),
         )
     )
 
@@ -55,6 +58,7 @@ HYPERPARAMETER_CHECKS = {
     'expectile': in_interval(0, 1, low_open=True),
     'actor_loss': one_of('awr', 'ddpgbc'),
     'alpha': at_least(0),
+    'encoder': ENCODER_RULE,
 }
 PROGRESS_METRICS = ('critic/critic_loss', 'value/value_loss', 'actor/actor_loss')
 
@@ -174,12 +178,25 @@ class IQLAgent(flax.struct.PyTreeNode):
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config):
-        """Initialise the value, critic ensemble, target critic and actor from example inputs."""
+        """Initialise the value, critic ensemble, target critic and actor from example inputs.
+
+        With an ``encoder`` the value, critic and actor each own one (the target critic a copy
+        of the critic's), as in the official agent.
+        """
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         action_dim = ex_actions.shape[-1]
-        critic_def = EnsembleCritic(config['value_hidden_dims'], layer_norm=config['layer_norm'])
+        encoder = config['encoder']
+        critic_def = EnsembleCritic(
+            config['value_hidden_dims'],
+            layer_norm=config['layer_norm'],
+            encoder=make_encoder(encoder),
+        )
         modules = {
-            'value': StateValue(config['value_hidden_dims'], layer_norm=config['layer_norm']),
+            'value': StateValue(
+                config['value_hidden_dims'],
+                layer_norm=config['layer_norm'],
+                encoder=make_encoder(encoder),
+            ),
             'critic': critic_def,
             'target_critic': copy.deepcopy(critic_def),
             'actor': GaussianActor(
@@ -187,6 +204,7 @@ class IQLAgent(flax.struct.PyTreeNode):
                 action_dim,
                 layer_norm=config['actor_layer_norm'],
                 const_std=config['const_std'],
+                encoder=make_encoder(encoder),
             ),
         }
         inputs = {

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from drol_jax.encoders import ENCODER_RULE, make_encoder
 from drol_jax.hyperparameters import at_least, in_interval, integer_at_least, positive
 from drol_jax.losses import prefixed, td_loss
 from drol_jax.networks import EnsembleCritic, GaussianActor, gaussian_std
@@ -51,6 +52,8 @@ def get_config() -> ml_collections.ConfigDict:
             actor_freq=2,  # Actor and target networks update every actor_freq-th update.
             actor_noise=0.2,  # Std of the target policy smoothing noise.
             actor_noise_clip=0.5,  # Clip of that noise.
+            # Image encoder of every module (None: state inputs): impala_small, impala, ...
+            encoder=ml_collections.config_dict.placeholder(str),
         )
     )
 
@@ -65,6 +68,7 @@ HYPERPARAMETER_CHECKS = {
     'actor_freq': integer_at_least(1, 'updates per actor update'),
     'actor_noise': at_least(0),
     'actor_noise_clip': at_least(0),
+    'encoder': ENCODER_RULE,
 }
 PROGRESS_METRICS = ('critic/critic_loss', 'actor/actor_loss', 'actor/bc_loss')
 
@@ -214,16 +218,25 @@ class ReBRACAgent(flax.struct.PyTreeNode):
 
     @classmethod
     def create(cls, seed, ex_observations, ex_actions, config):
-        """Initialise the actor, critic ensemble and their targets from example inputs."""
+        """Initialise the actor, critic ensemble and their targets from example inputs.
+
+        With an ``encoder`` the actor and the critic each own one (their targets copies), as in
+        the official agent.
+        """
         rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
         action_dim = ex_actions.shape[-1]
-        critic_def = EnsembleCritic(config['value_hidden_dims'], layer_norm=config['layer_norm'])
+        critic_def = EnsembleCritic(
+            config['value_hidden_dims'],
+            layer_norm=config['layer_norm'],
+            encoder=make_encoder(config['encoder']),
+        )
         actor_def = GaussianActor(
             config['actor_hidden_dims'],
             action_dim,
             layer_norm=config['actor_layer_norm'],
             tanh_squash=config['tanh_squash'],
             final_fc_init_scale=config['actor_fc_scale'],
+            encoder=make_encoder(config['encoder']),
         )
         modules = {
             'critic': critic_def,

@@ -58,6 +58,8 @@ def get_config() -> ml_collections.ConfigDict:
             actor_fc_scale=0.01,  # Init scale of the actor's final layers.
             q_agg='min',  # Ensemble aggregation in the TD target: 'min' or 'mean'.
             backup_entropy=False,  # Subtract alpha * log pi(a'|s') in the TD target.
+            # The official SAC has no image encoder: only None (state inputs) is accepted.
+            encoder=ml_collections.config_dict.placeholder(str),
         )
     )
 
@@ -77,6 +79,9 @@ HYPERPARAMETER_CHECKS = {
     'target_entropy_multiplier': Rule(_is_number, 'a number'),
     'actor_fc_scale': positive(),
     'q_agg': one_of('mean', 'min'),
+    'encoder': Rule(
+        lambda v: v is None, 'None: the official SAC has no image encoder (use fql, iql, ...)'
+    ),
 }
 PROGRESS_METRICS = ('critic/critic_loss', 'actor/q', 'actor/alpha')
 

@@ -11,10 +11,15 @@ padding 3 applied to every batch, i.e. the cost of an augmented batch):
   device-call    ``drol_jax.frames.sample_batch`` jitted, one call per batch, frames stored once
                  on the device;
   device-block   the same inside a compiled loop of batches (as in the fused update block);
-  update         one DROL(16) update with impala_small encoders on a fixed device batch, inside
-                 a compiled loop of updates (``agents/drol.py``'s loss, with encoders);
-  update+sample  the same loop drawing every batch with ``sample_batch`` inside it (p_aug 0.5:
-                 the crop runs on every batch, at the identity offset when not augmenting).
+and, for DROL(16) and FQL (``agents/drol.py``, ``agents/fql.py`` with ``--agent.encoder``):
+
+  <agent> fixed  the library's compiled update block (``drol_jax.updates.make_train_block``)
+                 on one fixed device batch: the update alone;
+  <agent> fused  the same block drawing every batch inside it with ``sample_batch`` (frame
+                 stack, p_aug 0.5: the crop runs on every batch, at the identity offset when not
+                 augmenting), as training runs it;
+  <agent> host   FQL's loop: the batch stacked and cropped on the host (numpy), copied to the
+                 device, one jitted update per call.
 
 The ratios compare rows of one run (interleaved repetitions, so every row sees the same load).
 
@@ -28,28 +33,27 @@ seconds (about 12 s per encoder gradient on a busy machine), and the default run
 from __future__ import annotations
 
 import argparse
-import copy
+import functools
 import os
 import statistics
 import sys
 import time
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, 'tests')]
 
 from pixel_reference import reference_batch, reference_sample  # noqa: E402
 
-from agents import drol  # noqa: E402
 from drol_jax import frames  # noqa: E402
+from drol_jax.agent_file import load_agent_file  # noqa: E402
 from drol_jax.analysis.runtime import machine_description  # noqa: E402
-from drol_jax.encoders import EncodedCritic, EncodedPolicy, make_encoder  # noqa: E402
-from drol_jax.train_state import ModuleDict, TrainState  # noqa: E402
+from drol_jax.updates import make_train_block, stack_agents  # noqa: E402
+
+AGENTS = {'DROL(16)': 'drol.py', 'FQL': 'fql.py'}  # The paper's DROL keeps K = 16 (default).
 
 ACTION_DIM = 5
 FRAME_SHAPE = (64, 64, 3)
@@ -82,49 +86,14 @@ def regular_layout(compact: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return dataset
 
 
-class VisualDROLAgent(drol.DROLAgent):
-    """``agents/drol.py``'s agent, its TD target written for image states.
-
-    The agent file takes the batch shape from ``next_observations.shape[:-1]`` and tiles flat
-    states over the next-state candidates; image states have three trailing axes, and the
-    encoded modules broadcast each state's features over the candidates instead of tiling.
-    """
-
-    def critic_loss(self, batch, grad_params, rng):
-        """TD loss with ``critic_num_candidates`` next actions per next state (best kept)."""
-        batch_shape = batch['actions'].shape[:-1]
-        num, dim = self.config['critic_num_candidates'], self.config['action_dim']
-        latents = drol.sample_ball_prior(rng, (*batch_shape, num), dim)
-        actor = self.network.select('actor_onestep_flow')
-        next_actions = jnp.clip(actor(batch['next_observations'], latents), -1, 1)
-        next_q = self.network.select('target_critic')(batch['next_observations'], next_actions)
-        best = jnp.argmax(next_q.min(axis=0), axis=-1)
-        next_q = jnp.take_along_axis(next_q, best[None, :, None], axis=-1)[..., 0]
-        next_q = drol.aggregate_ensemble(next_q, self.config['q_agg'])
-        critic = self.network.select('critic')
-        q = critic(batch['observations'], batch['actions'], params=grad_params)
-        return drol.td_loss(q, batch['rewards'], batch['masks'], next_q, self.config['discount'])
-
-
-def visual_drol_agent(encoder: str, hidden, example_observations, seed: int = 0):
-    """The DROL agent of ``agents/drol.py`` with one encoder in each of its modules."""
-    config = drol.get_config()
+def visual_agent(file_name: str, encoder: str, hidden, batch: int, example_observations):
+    """The agent of ``agents/<file_name>`` with an ``encoder`` in each of its modules."""
+    agent_file = load_agent_file(os.path.join(ROOT, 'agents', file_name))
+    config = agent_file.default_config()
     config.actor_hidden_dims = config.value_hidden_dims = hidden
-    critic = EncodedCritic(hidden, layer_norm=config.layer_norm, encoder=make_encoder(encoder))
-    modules = {
-        'actor_onestep_flow': EncodedPolicy(hidden, ACTION_DIM, encoder=make_encoder(encoder)),
-        'critic': critic,
-        'target_critic': copy.deepcopy(critic),
-    }
-    rng, init_rng = jax.random.split(jax.random.PRNGKey(seed))
+    config.batch_size, config.encoder = batch, encoder
     actions = jnp.zeros((1, ACTION_DIM))
-    network_def = ModuleDict(modules)
-    params = network_def.init(init_rng, **{m: (example_observations, actions) for m in modules})
-    params = params['params']
-    params['modules_target_critic'] = params['modules_critic']
-    network = TrainState.create(network_def, params, optax.adam(config.lr))
-    config = flax.core.FrozenDict(**config, action_dim=ACTION_DIM)
-    return VisualDROLAgent(rng, network=network, config=config)
+    return agent_file.agent_class.create(0, example_observations, actions, config)
 
 
 def host_runner(dataset, batch, frame_stack, official_crop):
@@ -171,25 +140,41 @@ def device_block_runner(data, batch, frame_stack, count):
     return run
 
 
-def update_runner(agent, data, batch, frame_stack, count, sampled):
-    fixed = frames.sample_batch(data, jax.random.PRNGKey(1), batch, frame_stack, 1.0)
+def block_runner(agent, data, batch, frame_stack, count, sampled):
+    """``count`` updates in the library's compiled block: sampling inside it, or a fixed batch.
 
-    @jax.jit
-    def block(agent, data, fixed, key):
-        def body(i, agent):
-            if sampled:
-                key_i = jax.random.fold_in(key, i)
-                sample = frames.sample_batch(data, key_i, batch, frame_stack, 0.5)
-            else:
-                sample = fixed
-            return agent.update(sample)[0]
+    The fixed batch is the block's data argument (a closed-over batch would be compiled in as a
+    constant, and XLA would fold the encoder's first operations into it).
+    """
+    if sampled:
+        sample = functools.partial(frames.sample_batch, frame_stack=frame_stack, p_aug=0.5)
+    else:
+        data = frames.sample_batch(data, jax.random.PRNGKey(1), batch, frame_stack, 1.0)
 
-        return jax.lax.fori_loop(0, count, body, agent)
+        def sample(fixed, key, batch_size):
+            return fixed
 
+    block = make_train_block(batch, sample)
+    state = {'agents': stack_agents([agent]), 'keys': jax.random.PRNGKey(2)[None]}
+
+    def run():
+        result = block(state['agents'], state['keys'], data, count)
+        state['agents'], state['keys'] = result.agents, result.keys
+        jax.block_until_ready(result.agents)
+
+    return run
+
+
+def host_loop_runner(agent, regular, batch, frame_stack, count):
+    """FQL's loop: stack and crop on the host, copy the batch over, one jitted update per call."""
+    rng = np.random.default_rng(0)
     state = {'agent': agent}
 
     def run():
-        state['agent'] = block(state['agent'], data, fixed, jax.random.PRNGKey(2))
+        for _ in range(count):
+            sample = reference_sample(regular, rng, batch, frame_stack, p_aug=0.5)
+            sample['next_actions'] = sample['actions']  # Read by no pixel agent here.
+            state['agent'] = state['agent'].update(jax.device_put(sample))[0]
         jax.block_until_ready(state['agent'])
 
     return run
@@ -229,20 +214,18 @@ def main():
     frames.check_fits(stored.nbytes, jax.local_devices()[:1])
     check_semantics(compact, regular, data, args.frame_stack)
     example = frames.sample_batch(data, jax.random.PRNGKey(0), 1, args.frame_stack, None)
-    agent = visual_drol_agent(args.encoder, hidden, example['observations'])
-
-    k, b = args.frame_stack, args.batch
+    k, b, n = args.frame_stack, args.batch, args.updates
     rows = {  # name -> (run one repetition, units it covers)
         'host-numpy': (host_runner(regular, b, k, official_crop=False), 1),
         'host-official': (host_runner(regular, b, k, official_crop=True), 1),
         'device-call': (device_call_runner(data, b, k), 1),
         'device-block': (device_block_runner(data, b, k, args.batches), args.batches),
-        'update': (update_runner(agent, data, b, k, args.updates, sampled=False), args.updates),
-        'update+sample': (
-            update_runner(copy.deepcopy(agent), data, b, k, args.updates, sampled=True),
-            args.updates,
-        ),
     }
+    for label, file_name in AGENTS.items():
+        agent = visual_agent(file_name, args.encoder, hidden, b, example['observations'])
+        rows[f'{label} fixed'] = (block_runner(agent, data, b, k, n, sampled=False), n)
+        rows[f'{label} fused'] = (block_runner(agent, data, b, k, n, sampled=True), n)
+        rows[f'{label} host'] = (host_loop_runner(agent, regular, b, k, n), n)
     load = os.getloadavg()[0]
     for run, _ in rows.values():  # Compile and warm up.
         run()
@@ -259,19 +242,27 @@ def main():
         f'Batch {b}, frame stack {k}, frames {FRAME_SHAPE}, crop padding {frames.CROP_PADDING}; '
         f'{stored.frames.shape[0]} frames stored once ({stored.nbytes / 1e6:.0f} MB on the '
         f'device, {2 * regular["observations"].nbytes / 1e6:.0f} MB as FQL holds them); '
-        f'DROL(16) with {args.encoder}, hidden {hidden}.'
+        f'agents with {args.encoder}, hidden {hidden}.'
     )
     print(f'Median of {args.repeats} interleaved repetitions, after warm-up.')
-    print('| row | ms per batch or update | vs one update |')
-    print('|---|---|---|')
+    reference = ms['DROL(16) fixed']
+    print('| row | ms per batch or update | updates/s | vs one DROL(16) update |')
+    print('|---|---|---|---|')
     for name, value in ms.items():
-        print(f'| {name} | {value:.2f} | {value / ms["update"]:.1%} |')
-    extra = ms['update+sample'] - ms['update']
+        speed = f'{1e3 / value:.2f}' if name.split()[-1] in ('fixed', 'fused', 'host') else ''
+        print(f'| {name} | {value:.2f} | {speed} | {value / reference:.1%} |')
+    for label in AGENTS:
+        fixed, fused, host = (ms[f'{label} {row}'] for row in ('fixed', 'fused', 'host'))
+        print(
+            f'{label}: stacking + augmentation inside the block cost {fused - fixed:+.2f} ms '
+            f"per update = {(fused - fixed) / fixed:+.1%} of an update; FQL's host loop takes "
+            f"{host / fused:.2f}x the fused block's time."
+        )
     print(
-        f'Stacking + augmentation inside the block: {ms["device-block"]:.2f} ms per batch '
-        f'= {ms["device-block"] / ms["update"]:.1%} of an update (loop difference: '
-        f'{extra:+.2f} ms = {extra / ms["update"]:+.1%}). FQL host path: '
-        f'{ms["host-official"] / ms["device-call"]:.1f}x the on-device call.'
+        f'Batches alone: {ms["device-block"]:.2f} ms each in a compiled loop '
+        f"({ms['device-block'] / reference:.1%} of a DROL(16) update); FQL's host path "
+        f'{ms["host-official"]:.2f} ms, {ms["host-official"] / ms["device-call"]:.1f}x the '
+        'on-device call.'
     )
 
 

@@ -11,16 +11,10 @@ checkpoint moves between the two code bases:
   (1 block per stack), ``impala_large`` (stacks (64, 128, 128), MLP (1024,)) and
   ``impala_debug`` (stacks (4, 4), 1 block; for tests).
 
-Every module that sees observations owns its encoder (the critic, the actor, FQL's BC flow),
-stored under the module as ``encoder`` (``modules_critic/encoder/...``). ``EncodedPolicy`` and
-``EncodedCritic`` are the library's ``ConditionedPolicy`` and ``EnsembleCritic`` with that
-optional ``encoder`` field.
-
-Encoding once per state. The agents evaluate several latents or actions per state
-(DROL's K candidates). Here the observations keep their own batch shape and the conditions may
-carry extra trailing batch axes: each state is encoded once and its features are broadcast over
-the extra axes, which gives the same outputs as encoding a tiled copy of the images, at 1/K of
-the encoder's cost.
+Every module that sees observations owns its encoder (the critic, the actor, FQL's BC flow): an
+agent passes ``make_encoder(config['encoder'])`` as the ``encoder`` field of the library's
+networks (``drol_jax.networks``), which store it under the module as ``encoder``
+(``modules_critic/encoder/...``) and encode each state once.
 """
 
 from __future__ import annotations
@@ -32,7 +26,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from drol_jax.errors import ConfigError
-from drol_jax.networks import ConditionedPolicy, EnsembleCritic, default_init
+from drol_jax.hyperparameters import Rule
+from drol_jax.networks import default_init
 
 IMAGE_AXES = 3  # (height, width, channels): the trailing axes of an image observation.
 
@@ -125,6 +120,13 @@ ENCODERS = {
 }
 
 
+# The ``encoder`` entry of an agent config: None (state inputs) or a name of ``ENCODERS``.
+ENCODER_RULE = Rule(
+    lambda name: name is None or name in ENCODERS,
+    f'None or one of {", ".join(sorted(ENCODERS))}',
+)
+
+
 def make_encoder(name: str | None) -> nn.Module | None:
     """A fresh encoder module for an agent's ``encoder`` setting (None: observations as they are).
 
@@ -136,52 +138,3 @@ def make_encoder(name: str | None) -> nn.Module | None:
         known = ', '.join(sorted(ENCODERS))
         raise ConfigError(f'Unknown encoder {name!r}; known encoders: {known} (or None).')
     return ENCODERS[name]()
-
-
-def encode_like(
-    encoder: nn.Module | None,
-    observations: jnp.ndarray,
-    condition: jnp.ndarray,
-    is_encoded: bool = False,
-) -> jnp.ndarray:
-    """State features broadcast to ``condition``'s batch shape, ready to concatenate with it.
-
-    ``observations`` are encoded (unless ``encoder`` is None or ``is_encoded``), giving features
-    of shape ``S + (F,)``; ``condition`` has shape ``S + E + (d,)`` with ``E`` extra batch axes
-    (K candidates per state, say), over which each state's features are repeated.
-    """
-    features = observations if encoder is None or is_encoded else encoder(observations)
-    extra = condition.ndim - features.ndim
-    if extra < 0:
-        raise ValueError(
-            f'conditions of shape {condition.shape} have fewer batch axes than the state '
-            f'features {features.shape}'
-        )
-    features = features.reshape((*features.shape[:-1], *(1,) * extra, features.shape[-1]))
-    return jnp.broadcast_to(features, (*condition.shape[:-1], features.shape[-1]))
-
-
-class EncodedPolicy(ConditionedPolicy):
-    """``ConditionedPolicy`` on encoded states: ``MLP(concat(encoder(s), *conditions))``.
-
-    Conditions may carry extra trailing batch axes (see ``encode_like``); with
-    ``is_encoded=True`` the observations are features already (FQL's flow steps encode once).
-    """
-
-    encoder: nn.Module | None = None
-
-    def __call__(self, observations, *conditions, is_encoded: bool = False):
-        """Outputs of shape ``conditions[0].shape[:-1] + (output_dim,)``."""
-        features = encode_like(self.encoder, observations, conditions[0], is_encoded)
-        return super().__call__(features, *conditions)
-
-
-class EncodedCritic(EnsembleCritic):
-    """``EnsembleCritic`` on encoded states; the ensemble members share one encoder."""
-
-    encoder: nn.Module | None = None
-
-    def __call__(self, observations, actions, is_encoded: bool = False):
-        """Q-values of shape ``(num_ensembles, *actions.shape[:-1])``."""
-        features = encode_like(self.encoder, observations, actions, is_encoded)
-        return super().__call__(features, actions)

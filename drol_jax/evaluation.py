@@ -36,6 +36,17 @@ def _episode_bar(total: int, progress: bool):
     )
 
 
+def video_frame(env, observation: np.ndarray) -> np.ndarray:
+    """What a video shows: an image observation's newest RGB frame, else the env's render.
+
+    Image observations are the frames the policy sees (stacks end with the newest), so a video
+    of a visual task costs no second rendering.
+    """
+    if observation.dtype == np.uint8 and observation.ndim == 3:
+        return observation[..., -3:].copy()
+    return np.asarray(env.render()).copy()
+
+
 def run_episode(env, policy: Policy, episode: int, base_seed: int, render_every: int = 0):
     """Play one episode; return its statistics and (if ``render_every``) rendered frames."""
     observation, _ = env.reset(seed=episode_seed(base_seed, episode))
@@ -47,7 +58,7 @@ def run_episode(env, policy: Policy, episode: int, base_seed: int, render_every:
         length += 1
         done = terminated or truncated
         if render_every and (length % render_every == 0 or done):
-            frames.append(np.asarray(env.render()).copy())
+            frames.append(video_frame(env, observation))
     stats = {
         'episode.return': total_reward,
         'episode.length': length,

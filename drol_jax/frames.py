@@ -70,6 +70,14 @@ class FrameDataset(NamedTuple):
             int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree_util.tree_leaves(self)
         )
 
+    def describe(self) -> str:
+        """What the dataset holds and occupies, in words (printed at the start of a run)."""
+        return (
+            f'{self.size} transitions, {self.frames.shape[0]} frames of {self.frames.shape[1:]} '
+            f'{self.frames.dtype} stored once, {self.nbytes / 1e9:.2f} GB per device; stacks '
+            'and crops are built on the device'
+        )
+
 
 def episode_starts(terminals: np.ndarray) -> np.ndarray:
     """First transition of each transition's episode; an episode ends at a nonzero terminal.
@@ -212,6 +220,10 @@ def batch_at(dataset: FrameDataset, indices, frame_stack: int | None, offsets=No
     if offsets is not None:
         frames = crop(frames, offsets)
     batch = {k: _take(v, indices) for k, v in dataset.transitions.items()}
+    # As the state data's batches (``drol_jax.data.gather``): the next row's action.
+    batch['next_actions'] = _take(
+        dataset.transitions['actions'], (indices + 1).clip(max=dataset.size - 1)
+    )
     batch['observations'] = _channels_last(frames[:, :-1])
     batch['next_observations'] = _channels_last(frames[:, 1:])
     return batch
@@ -220,7 +232,11 @@ def batch_at(dataset: FrameDataset, indices, frame_stack: int | None, offsets=No
 def sample_batch(
     dataset: FrameDataset, key, batch_size: int, frame_stack: int | None, p_aug: float | None
 ) -> dict:
-    """A uniform batch with FQL's frame stacking and augmentation (``p_aug`` None: never)."""
+    """A uniform batch with FQL's frame stacking and augmentation (``p_aug`` None: never).
+
+    ``functools.partial(sample_batch, frame_stack=k, p_aug=p)`` is the sampler of a compiled
+    update block (``drol_jax.updates.make_train_block``).
+    """
     index_key, augment_key = jax.random.split(key)
     indices = sample_indices(index_key, dataset.size, batch_size)
     offsets = crop_offsets(augment_key, batch_size, p_aug) if p_aug else None

@@ -5,6 +5,13 @@ head keeps its layers under ``mlp/Dense_i``, the critic under ``value_net/Dense_
 ``value_net/LayerNorm_i`` with the ensemble on the leading axis of every array, the state value
 under ``value_net/...`` without that axis, and the Gaussian actor under ``actor_net/...``,
 ``mean_net`` and ``log_std_net`` (or ``log_stds``).
+
+Every module that sees observations takes an optional ``encoder`` (an image encoder from
+``drol_jax.encoders``), kept under the module as ``encoder/...``, as FQL's visual agents do: each
+module owns its encoder. Each state is encoded once, and its features are broadcast over the
+extra batch axes of the conditions (K candidates per state, say; ``encode_like``), which gives
+the outputs of encoding a tiled copy of the images at 1/K of the encoder's cost. Without an
+encoder the observations are broadcast the same way, so callers need not tile states.
 """
 
 from __future__ import annotations
@@ -45,35 +52,80 @@ class MLP(nn.Module):
         return x
 
 
+def encode_like(
+    encoder: nn.Module | None,
+    observations: jnp.ndarray,
+    condition: jnp.ndarray,
+    is_encoded: bool = False,
+) -> jnp.ndarray:
+    """State features broadcast to ``condition``'s batch shape, ready to concatenate with it.
+
+    ``observations`` are encoded (unless ``encoder`` is None or ``is_encoded``), giving features
+    of shape ``S + (F,)``; ``condition`` has shape ``S + E + (d,)`` with ``E`` extra batch axes
+    (K candidates per state, say), over which each state's features are repeated.
+    """
+    features = observations if encoder is None or is_encoded else encoder(observations)
+    extra = condition.ndim - features.ndim
+    if extra < 0:
+        raise ValueError(
+            f'conditions of shape {condition.shape} have fewer batch axes than the state '
+            f'features {features.shape}'
+        )
+    features = features.reshape((*features.shape[:-1], *(1,) * extra, features.shape[-1]))
+    return jnp.broadcast_to(features, (*condition.shape[:-1], features.shape[-1]))
+
+
+def batch_shape(observations: jnp.ndarray, ob_dims: Sequence[int] | None) -> tuple[int, ...]:
+    """The batch axes of ``observations`` whose single observation has shape ``ob_dims``.
+
+    ``ob_dims`` None means flat state vectors (one trailing axis); an image has three.
+    """
+    ob_ndim = 1 if ob_dims is None else len(ob_dims)
+    return tuple(observations.shape[: observations.ndim - ob_ndim])
+
+
 class ConditionedPolicy(nn.Module):
-    """An MLP on ``concat(observations, *conditions)`` with a linear ``output_dim`` head.
+    """An MLP on ``concat(encoder(observations), *conditions)`` with a linear ``output_dim`` head.
 
     Serves as DROL's actor ``pi(s, z)``, FQL's one-step policy ``mu(s, z)`` and FQL's flow
     vector field ``v(s, x_t, t)``: all three are "state plus conditioning vectors in, action
-    out". The output is unbounded; callers clip actions to [-1, 1].
+    out". The conditions may carry extra trailing batch axes (``encode_like``); with
+    ``is_encoded=True`` the observations are features already (FQL's flow steps encode once).
+    The output is unbounded; callers clip actions to [-1, 1].
     """
 
     hidden_dims: Sequence[int]
     output_dim: int
     layer_norm: bool = False
+    encoder: nn.Module | None = None
 
     @nn.compact
-    def __call__(self, observations: jnp.ndarray, *conditions: jnp.ndarray) -> jnp.ndarray:
-        """Map states and conditioning vectors (same leading shape) to outputs."""
-        x = jnp.concatenate([observations, *conditions], axis=-1)
+    def __call__(
+        self, observations: jnp.ndarray, *conditions: jnp.ndarray, is_encoded: bool = False
+    ) -> jnp.ndarray:
+        """Outputs of shape ``conditions[0].shape[:-1] + (output_dim,)``."""
+        if conditions:
+            features = encode_like(self.encoder, observations, conditions[0], is_encoded)
+        else:
+            features = observations if self.encoder is None else self.encoder(observations)
+        x = jnp.concatenate([features, *conditions], axis=-1)
         return MLP((*self.hidden_dims, self.output_dim), layer_norm=self.layer_norm, name='mlp')(x)
 
 
 class EnsembleCritic(nn.Module):
-    """``num_ensembles`` independent Q-networks on ``concat(s, a)``; output (E, ...)."""
+    """``num_ensembles`` independent Q-networks on ``concat(encoder(s), a)``; output (E, ...).
+
+    The ensemble members share the module's one encoder, as in FQL's ``Value``.
+    """
 
     hidden_dims: Sequence[int]
     layer_norm: bool = True
     num_ensembles: int = 2
+    encoder: nn.Module | None = None
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray, actions: jnp.ndarray) -> jnp.ndarray:
-        """Q-values with the ensemble on the leading axis, shape (E, *batch)."""
+        """Q-values with the ensemble on the leading axis, shape ``(E, *actions.shape[:-1])``."""
         ensemble = nn.vmap(
             MLP,
             variable_axes={'params': 0},
@@ -82,7 +134,7 @@ class EnsembleCritic(nn.Module):
             out_axes=0,
             axis_size=self.num_ensembles,
         )
-        x = jnp.concatenate([observations, actions], axis=-1)
+        x = jnp.concatenate([encode_like(self.encoder, observations, actions), actions], axis=-1)
         value_net = ensemble((*self.hidden_dims, 1), layer_norm=self.layer_norm, name='value_net')
         return value_net(x)[..., 0]
 
@@ -92,12 +144,14 @@ class StateValue(nn.Module):
 
     hidden_dims: Sequence[int]
     layer_norm: bool = True
+    encoder: nn.Module | None = None
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray) -> jnp.ndarray:
         """State values, one per observation."""
+        features = observations if self.encoder is None else self.encoder(observations)
         value_net = MLP((*self.hidden_dims, 1), layer_norm=self.layer_norm, name='value_net')
-        return value_net(observations)[..., 0]
+        return value_net(features)[..., 0]
 
 
 class TanhSquashed(distrax.Transformed):
@@ -130,13 +184,15 @@ class GaussianActor(nn.Module):
     state_dependent_std: bool = False
     const_std: bool = True
     final_fc_init_scale: float = 1e-2
+    encoder: nn.Module | None = None
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray, temperature: float = 1.0):
         """The action distribution at each observation (a ``distrax`` distribution)."""
+        inputs = observations if self.encoder is None else self.encoder(observations)
         features = MLP(
             self.hidden_dims, layer_norm=self.layer_norm, activate_final=True, name='actor_net'
-        )(observations)
+        )(inputs)
         head_init = default_init(self.final_fc_init_scale)
         means = nn.Dense(self.action_dim, kernel_init=head_init, name='mean_net')(features)
         if self.state_dependent_std:

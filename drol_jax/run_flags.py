@@ -23,7 +23,7 @@ from typing import Any
 from absl import flags
 
 from drol_jax.errors import ConfigError
-from drol_jax.hyperparameters import Rule, at_least
+from drol_jax.hyperparameters import Rule, at_least, in_interval
 
 PRESETS = ('paper', 'paper-tuned', 'paper-online', 'none')
 WANDB_MODES = ('disabled', 'online', 'offline')
@@ -156,6 +156,22 @@ RUN_FLAGS: tuple[Flag, ...] = (
         'Seed of a regenerated dataset; every --seed trains on the same data.',
         at_least(0),
         data=True,
+        on_resume='fixed',
+    ),
+    Flag(
+        'frame_stack',
+        int,
+        None,
+        'Image tasks: frames stacked on channels per observation (FQL semantics; unset: 1).',
+        at_least(1),
+        on_resume='fixed',
+    ),
+    Flag(
+        'p_aug',
+        float,
+        None,
+        'Image tasks: probability per batch of the random-crop augmentation (unset: never).',
+        in_interval(0, 1),
         on_resume='fixed',
     ),
     Flag('download', bool, True, 'Try the dataset server before regenerating.', data=True),

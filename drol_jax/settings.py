@@ -166,6 +166,7 @@ def resolve(
     check_run_config(run)
     env = registry.resolve(run.env_name)
     registry.check_options(env, run.data)
+    registry.check_image_flags(env, run.frame_stack, run.p_aug, run.online_steps)
     agent_config = (
         agent.default_config() if config is None else config
     ).copy_and_resolve_references()

@@ -19,6 +19,7 @@ first update). Several seeds train together with ``jax.vmap`` over stacked agent
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -26,11 +27,12 @@ from typing import Any
 import jax
 import numpy as np
 
-from drol_jax import seeding
+from drol_jax import frames, seeding
 from drol_jax.checkpoints import restore_agent, saved_steps
 from drol_jax.data import ReplayBuffer, check_dataset, gather, sample_indices, to_device
 from drol_jax.envs import registry
 from drol_jax.envs.base import DATASET_KEYS, EnvBundle
+from drol_jax.envs.frame_stack import make_stacked_env
 from drol_jax.errors import NonFiniteLossError
 from drol_jax.evaluation import Evaluator
 from drol_jax.progress import Progress, closing_lines, describe_dataset, describe_eval
@@ -43,6 +45,7 @@ from drol_jax.updates import (
     make_train_block,
     pad_seeds,
     replicate,
+    sample_transitions,
     seed_mesh,
     shard_over_seeds,
     stack_agents,
@@ -93,6 +96,19 @@ class RunContext:
         return int(self.settings.agent_config['batch_size'])
 
     @property
+    def is_image_data(self) -> bool:
+        """Whether the data is a ``FrameDataset`` (frames stored once, stacked on the device)."""
+        return isinstance(self.bundle.train_dataset, frames.FrameDataset)
+
+    def sampler(self) -> Callable:
+        """The block's ``(data, key, batch_size) -> batch``; images get FQL's stack and crop."""
+        if not self.is_image_data:
+            return sample_transitions
+        return functools.partial(
+            frames.sample_batch, frame_stack=self.cfg.frame_stack, p_aug=self.cfg.p_aug
+        )
+
+    @property
     def num_slots(self) -> int:
         """Seed slots: the seeds, padded to a multiple of the devices that train them."""
         return -(-self.cfg.num_seeds // self.mesh.size) * self.mesh.size
@@ -131,11 +147,11 @@ def run(settings: Settings) -> list[dict]:
     if not cfg.resume:
         folders.refuse_overwrite()
     bundle = registry.load(settings.env, cfg.data)
-    check_dataset(bundle.train_dataset, f'{settings.env.name} training data')
-    size = len(bundle.train_dataset['observations'])
+    mesh = seed_mesh(cfg.num_seeds)
+    size = check_training_data(bundle, settings.env.name, mesh)
     print(f'Dataset: {describe_dataset(bundle.provenance, size)}', flush=True)
     evaluator = Evaluator(
-        bundle.make_env,
+        functools.partial(make_stacked_env, bundle.make_env, cfg.frame_stack),
         cfg.eval_episodes,
         cfg.eval_num_envs,
         bundle.normalize_score,
@@ -144,7 +160,7 @@ def run(settings: Settings) -> list[dict]:
         cfg.progress,
     )
     progress = Progress(settings.total_steps, cfg.offline_steps, cfg.progress)
-    context = RunContext(settings, bundle, folders, evaluator, progress, seed_mesh(cfg.num_seeds))
+    context = RunContext(settings, bundle, folders, evaluator, progress, mesh)
     state = start(context)
     record = {**settings.record(), 'dataset': bundle.provenance}
     folders.open_logs(state.step, record, _wandb_options(cfg), changes)
@@ -158,6 +174,21 @@ def run(settings: Settings) -> list[dict]:
         summaries = finish(context, state, stop.signal_name, time.time() - started, start_step)
         folders.close()
     return summaries
+
+
+def check_training_data(bundle: EnvBundle, name: str, mesh: jax.sharding.Mesh) -> int:
+    """Check the training data (finite, complete; image data must fit on every device).
+
+    Image data is one copy of its frames per device; ``DatasetError`` names the bytes needed
+    and available before anything is copied. Returns the number of transitions.
+    """
+    dataset = bundle.train_dataset
+    if not isinstance(dataset, frames.FrameDataset):
+        check_dataset(dataset, f'{name} training data')
+        return len(dataset['observations'])
+    frames.check_fits(dataset.nbytes, list(mesh.devices.flat), what=f'{name} training data')
+    print(f'Image data: {dataset.describe()}.', flush=True)
+    return dataset.size
 
 
 def train(ctx: RunContext, state: LoopState, stop: StopFlag) -> LoopState:
@@ -181,8 +212,7 @@ def train(ctx: RunContext, state: LoopState, stop: StopFlag) -> LoopState:
 def start(ctx: RunContext) -> LoopState:
     """Fresh agents (one per seed, stacked) or, with ``--resume``, the latest checkpoint."""
     cfg, seeds = ctx.cfg, ctx.settings.seeds
-    dataset = ctx.bundle.train_dataset
-    ex_obs, ex_act = dataset['observations'][:1], dataset['actions'][:1]
+    ex_obs, ex_act = example_inputs(ctx)
     agent_class, config = ctx.settings.agent.agent_class, ctx.settings.agent_config
     # Each create() gets a mutable copy: official FQL agents add entries to their config there.
     agents = [agent_class.create(s, ex_obs, ex_act, config.as_configdict()) for s in seeds]
@@ -204,6 +234,15 @@ def start(ctx: RunContext) -> LoopState:
     return dataclasses.replace(state, agents=agents, keys=keys)
 
 
+def example_inputs(ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
+    """One observation (as the agent sees it: frames stacked) and one action of the data."""
+    dataset = ctx.bundle.train_dataset
+    if not ctx.is_image_data:
+        return dataset['observations'][:1], dataset['actions'][:1]
+    batch = frames.batch_at(dataset, np.zeros(1, np.int32), ctx.cfg.frame_stack)
+    return np.asarray(batch['observations']), np.asarray(batch['actions'])
+
+
 def make_replay_buffer(ctx: RunContext) -> ReplayBuffer:
     """FQL's fine-tuning buffer: empty (balanced sampling) or seeded with the dataset."""
     dataset = ctx.bundle.train_dataset
@@ -221,9 +260,12 @@ def compile_block(ctx: RunContext, state: LoopState) -> Callable:
 
     Compiled before the progress bar opens, so the bar's clock is the training's.
     """
-    data = replicate(to_device(ctx.bundle.train_dataset), ctx.mesh)
+    dataset = ctx.bundle.train_dataset
+    # Image data goes as it is (uint8 frames stay uint8); state data as float32.
+    data = replicate(dataset if ctx.is_image_data else to_device(dataset), ctx.mesh)
     began = time.time()
-    lowered = make_train_block(ctx.batch_size).lower(state.agents, state.keys, data, 1)
+    block = make_train_block(ctx.batch_size, ctx.sampler())
+    lowered = block.lower(state.agents, state.keys, data, 1)
     compiled = lowered.compile()
     print(f'Compiled the update block in {time.time() - began:.1f} s.', flush=True)
     return lambda agents, keys, num_updates: compiled(agents, keys, data, num_updates)
@@ -321,14 +363,22 @@ def log(ctx: RunContext, state: LoopState, infos: dict[str, np.ndarray]) -> Loop
 
 
 def _validation_row(ctx: RunContext, state: LoopState, index: int) -> dict[str, float]:
-    """FQL's ``validation/...`` losses on a batch of the validation split (if any)."""
+    """FQL's ``validation/...`` losses on a batch of the validation split (if any).
+
+    Image batches are stacked and augmented as the training batches are (FQL sets
+    ``frame_stack`` and ``p_aug`` on both splits).
+    """
     val = ctx.bundle.val_dataset
     if val is None:
         return {}
     agent = unstack_agent(state.agents, index)
     key = jax.random.fold_in(jax.random.PRNGKey(ctx.settings.seeds[index]), state.step)
-    idx = np.asarray(sample_indices(key, len(val['observations']), ctx.batch_size))
-    _, info = agent.total_loss(gather(val, idx), grad_params=agent.network.params)
+    if ctx.is_image_data:
+        batch = ctx.sampler()(val, key, ctx.batch_size)
+    else:
+        idx = np.asarray(sample_indices(key, len(val['observations']), ctx.batch_size))
+        batch = gather(val, idx)
+    _, info = agent.total_loss(batch, grad_params=agent.network.params)
     return {f'validation/{k}': float(v) for k, v in info.items()}
 
 

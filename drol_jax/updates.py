@@ -1,8 +1,9 @@
 """Compiled blocks of updates on device-resident data, and several seeds in one process.
 
 A block runs ``num_updates`` updates inside one ``lax.fori_loop`` (the length is traced, so
-blocks of any length share one compiled program); each update draws its batch indices on the
-device and gathers them from the data already there, so there is no host work per update.
+blocks of any length share one compiled program); each update draws its batch on the device from
+the data already there (a gather of transitions, or for image data the frame stacks and crops of
+``drol_jax.frames``), so there is no host work per update.
 Several seeds train together with ``jax.vmap`` over agent states stacked on a leading axis,
 sharded over the local devices.
 """
@@ -78,25 +79,31 @@ class BlockResult(NamedTuple):
     first_bad: dict[str, jax.Array]  # Per metric, the first update that made it NaN/inf, or -1.
 
 
-def make_train_block(batch_size: int) -> Callable[..., BlockResult]:
+def sample_transitions(data: dict, key: jax.Array, batch_size: int) -> dict:
+    """A uniform batch of a dict of transition arrays: the state data's sampler."""
+    return gather(data, sample_indices(key, data['observations'].shape[0], batch_size))
+
+
+Sampler = Callable[[Any, jax.Array, int], dict]  # (data, key, batch_size) -> batch, jittable.
+
+
+def make_train_block(
+    batch_size: int, sample: Sampler = sample_transitions
+) -> Callable[..., BlockResult]:
     """A compiled ``(agents, keys, data, num_updates) -> BlockResult``.
 
-    Per seed, each update draws its batch indices on the device from that seed's sampling key
-    (``sample_indices``) and gathers them from the device-resident data: no host work per update.
+    Per seed, each update draws its batch on the device with ``sample(data, key, batch_size)``
+    from that seed's sampling key and the device-resident data: no host work per update.
     ``num_updates`` is traced, so blocks of any length share one compiled program. The carry
     keeps the last update's metrics (what FQL logs) and, per metric, the index of the first
     update that made it non-finite (-1 if none).
     """
 
     def train_block(agents, keys, data, num_updates):
-        size = data['observations'].shape[0]
-
         def one_seed(agent, key):
             def update(agent, key):
                 key, sample_key = jax.random.split(key)
-                agent, info = agent.update(
-                    gather(data, sample_indices(sample_key, size, batch_size))
-                )
+                agent, info = agent.update(sample(data, sample_key, batch_size))
                 return agent, key, info
 
             info_shapes = jax.eval_shape(update, agent, key)[2]

@@ -31,20 +31,24 @@ from drol_jax.data import gather, sample_indices
 # FQL's loop.
 
 
-def host_loop_updates(
-    agent, dataset: dict[str, np.ndarray], key, num_updates: int, batch_size: int
-):
-    """FQL-style loop: one jit call per update with a batch gathered on the host.
-
-    Draws the same index stream as ``drol_jax.updates.make_train_block`` (a key split per
-    update, then ``sample_indices``), so the two can be compared exactly. Returns the agent, the
-    key and the list of per-update metric dicts.
-    """
+def host_gather(dataset: dict[str, np.ndarray], key, batch_size: int) -> dict:
+    """The state data's batch gathered on the host, from the indices the device would draw."""
     size = len(dataset['observations'])
+    return gather(dataset, np.asarray(sample_indices(key, size, batch_size)))
+
+
+def host_loop_updates(agent, dataset, key, num_updates: int, batch_size: int, sample=host_gather):
+    """FQL-style loop: one jit call per update with a batch built on the host.
+
+    Draws the same batches as ``drol_jax.updates.make_train_block`` with the same ``sample``
+    (a key split per update, then ``sample(dataset, key, batch_size)``; for image data
+    ``drol_jax.frames.sample_batch`` on a host ``FrameDataset``), so the two can be compared
+    exactly. Returns the agent, the key and the list of per-update metric dicts.
+    """
     infos = []
     for _ in range(num_updates):
         key, sample_key = jax.random.split(key)
-        batch = gather(dataset, np.asarray(sample_indices(sample_key, size, batch_size)))
+        batch = sample(dataset, sample_key, batch_size)
         agent, info = agent.update(batch)
         infos.append(info)
     return agent, key, infos

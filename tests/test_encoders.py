@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from drol_jax import encoders
-from drol_jax.encoders import EncodedCritic, EncodedPolicy, ImpalaEncoder, make_encoder
+from drol_jax.encoders import ImpalaEncoder, make_encoder
 from drol_jax.errors import ConfigError
+from drol_jax.networks import ConditionedPolicy, EnsembleCritic
 from drol_jax.train_state import ModuleDict
 
 HIDDEN = (512, 512, 512, 512)  # The paper's networks: the layouts are those of real checkpoints.
@@ -68,7 +69,7 @@ def init_shapes(modules, inputs):
 
 
 def critic_def(name):
-    return EncodedCritic(HIDDEN, layer_norm=True, encoder=make_encoder(name))
+    return EnsembleCritic(HIDDEN, layer_norm=True, encoder=make_encoder(name))
 
 
 @pytest.mark.parametrize('name', sorted(ARCHITECTURES))
@@ -84,7 +85,7 @@ def test_encoder_layout_and_output_shape(name):
 def test_drol_parameter_tree_is_the_official_one():
     critic = critic_def('impala_small')
     modules = {
-        'actor_onestep_flow': EncodedPolicy(
+        'actor_onestep_flow': ConditionedPolicy(
             HIDDEN, ACTION_DIM, encoder=make_encoder('impala_small')
         ),
         'critic': critic,
@@ -108,8 +109,8 @@ def test_fql_parameter_tree_keeps_the_bc_flow_encoder_beside_its_module():
     modules = {
         'critic': critic,
         'target_critic': copy.deepcopy(critic),
-        'actor_bc_flow': EncodedPolicy(HIDDEN, ACTION_DIM, encoder=bc_encoder),
-        'actor_onestep_flow': EncodedPolicy(
+        'actor_bc_flow': ConditionedPolicy(HIDDEN, ACTION_DIM, encoder=bc_encoder),
+        'actor_onestep_flow': ConditionedPolicy(
             HIDDEN, ACTION_DIM, encoder=make_encoder('impala_small')
         ),
         'actor_bc_flow_encoder': bc_encoder,
@@ -152,8 +153,8 @@ TINY_ENCODER = functools.partial(ImpalaEncoder, stack_sizes=(2,), num_blocks=1)
 
 
 def test_each_state_is_encoded_once_with_the_same_outputs_as_tiled_images():
-    policy = EncodedPolicy((8,), 2, encoder=TINY_ENCODER(mlp_hidden_dims=(8,)))
-    critic = EncodedCritic((8,), encoder=TINY_ENCODER(mlp_hidden_dims=(8,)))
+    policy = ConditionedPolicy((8,), 2, encoder=TINY_ENCODER(mlp_hidden_dims=(8,)))
+    critic = EnsembleCritic((8,), encoder=TINY_ENCODER(mlp_hidden_dims=(8,)))
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (3, 4, 4, 6), dtype=np.uint8)
     latents = rng.standard_normal((3, 4, 2)).astype(np.float32)  # K = 4 latents per state.
@@ -179,7 +180,7 @@ def test_each_state_is_encoded_once_with_the_same_outputs_as_tiled_images():
 
 
 def test_without_an_encoder_the_modules_broadcast_flat_states():
-    policy = EncodedPolicy((8,), 2)
+    policy = ConditionedPolicy((8,), 2)
     states = np.ones((3, 5), np.float32)
     latents = np.random.default_rng(0).standard_normal((3, 4, 2)).astype(np.float32)
     params = random_params(policy, states, latents)
@@ -214,3 +215,109 @@ def test_encoder_names():
     assert first is not second  # Every module owns its encoder.
     with pytest.raises(ConfigError, match='impala_small'):
         make_encoder('resnet')
+
+
+# Official visual agents: every module that sees observations owns an encoder, kept under it as
+# `encoder`, except the flows that FQL and IFQL integrate, whose encoder is a module of its own
+# (`modules_<flow>_encoder`). Per agent: {module: where its encoder's parameters live}.
+OFFICIAL_ENCODERS = {
+    'drol': {
+        'actor_onestep_flow': 'modules_actor_onestep_flow/encoder',
+        'critic': 'modules_critic/encoder',
+        'target_critic': 'modules_target_critic/encoder',
+    },
+    'fql': {
+        'actor_bc_flow': 'modules_actor_bc_flow_encoder',
+        'actor_onestep_flow': 'modules_actor_onestep_flow/encoder',
+        'critic': 'modules_critic/encoder',
+        'target_critic': 'modules_target_critic/encoder',
+    },
+    'iql': {
+        'value': 'modules_value/encoder',
+        'critic': 'modules_critic/encoder',
+        'target_critic': 'modules_target_critic/encoder',
+        'actor': 'modules_actor/encoder',
+    },
+    'rebrac': {
+        'critic': 'modules_critic/encoder',
+        'target_critic': 'modules_target_critic/encoder',
+        'actor': 'modules_actor/encoder',
+        'target_actor': 'modules_target_actor/encoder',
+    },
+    'ifql': {
+        'value': 'modules_value/encoder',
+        'critic': 'modules_critic/encoder',
+        'target_critic': 'modules_target_critic/encoder',
+        'actor_flow': 'modules_actor_flow_encoder',
+    },
+}
+SMALL_IMAGES = (16, 16, 6)  # Two stacked 16x16 RGB frames: impala_small gives 2x2x32 features.
+
+
+def abstract_agent(name, encoder, observation_shape):
+    """Shapes of a tiny agent's arrays (``create`` traced, nothing compiled or run)."""
+    from helpers import agent_file, small_config
+
+    file = agent_file(f'agents/{name}.py')
+    config = small_config(file.default_config(), encoder=encoder)
+    dtype = jnp.uint8 if encoder else jnp.float32
+    observations = jax.ShapeDtypeStruct((1, *observation_shape), dtype)
+    actions = jax.ShapeDtypeStruct((1, ACTION_DIM), jnp.float32)
+    return jax.eval_shape(
+        lambda o, a: file.agent_class.create(0, o, a, config), observations, actions
+    )
+
+
+def official_visual_layout(name):
+    """The official visual agent's parameters: its state agent's heads on 512 encoder features
+    (the width of impala_small's MLP), plus one impala_small encoder per module."""
+    from helpers import params_shapes
+
+    heads = params_shapes(abstract_agent(name, None, (512,)).network.params)
+    layout = encoder_layout('impala_small', SMALL_IMAGES[-1], SMALL_IMAGES[0])
+    for where in OFFICIAL_ENCODERS[name].values():
+        heads |= nest(where, layout)
+    return heads
+
+
+# The panel's agents in the slow tier: each costs two seconds of tracing.
+PANEL = ('ifql', 'iql', 'rebrac')
+
+
+@pytest.mark.parametrize(
+    'name', [pytest.param(n, marks=[pytest.mark.slow] * (n in PANEL)) for n in OFFICIAL_ENCODERS]
+)
+def test_visual_agents_restore_official_parameters_and_export_the_official_layout(name, tmp_path):
+    import pickle
+
+    from helpers import official_state_dict, params_shapes
+
+    from drol_jax.checkpoints import restore_agent
+
+    agent = abstract_agent(name, 'impala_small', SMALL_IMAGES)
+    layout = official_visual_layout(name)
+    # Ours -> official: our state dict has the official fields and parameter tree.
+    assert params_shapes(agent.network.params) == layout, name
+    # Official -> ours: an official params_<step>.pkl of that layout restores.
+    official = official_state_dict(layout, lr=agent.config['lr'], step=7)
+    if name == 'drol':
+        official['network']['model_state'] = {}  # The official DROL's train state has it.
+    with open(tmp_path / 'params_7.pkl', 'wb') as f:
+        pickle.dump({'agent': official}, f)
+    restored = restore_agent(agent, str(tmp_path), 7)
+    jax.tree_util.tree_map(
+        np.testing.assert_array_equal, restored.network.params, official['network']['params']
+    )
+    assert int(restored.network.step) == 7
+
+
+def test_sac_refuses_an_encoder():
+    from helpers import agent_file
+
+    from drol_jax.hyperparameters import check_agent_config
+
+    file = agent_file('agents/sac.py')
+    config = file.default_config()
+    config.encoder = 'impala_small'
+    with pytest.raises(ConfigError, match='official SAC has no image encoder'):
+        check_agent_config(config, file.hyperparameter_checks)

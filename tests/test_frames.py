@@ -58,6 +58,9 @@ def test_compact_layout_stores_each_frame_once_and_gives_ogbench_transitions(sto
     batch = batch_at(jax.device_put(dataset), np.arange(dataset.size), None)
     for key, value in regular.items():
         np.testing.assert_array_equal(np.asarray(batch[key]), value, err_msg=key)
+    # Next actions as the state data's batches carry them: the next row's, clamped at the end.
+    following = np.minimum(np.arange(dataset.size) + 1, dataset.size - 1)
+    np.testing.assert_array_equal(batch['next_actions'], regular['actions'][following])
     assert batch['observations'].dtype == jnp.uint8
 
 

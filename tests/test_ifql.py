@@ -28,13 +28,14 @@ IFQL = os.path.join(REPO, 'agents', 'ifql.py')
 OBS_DIM = ACTION_DIM = 2
 
 # The official agents/ifql.py get_config(): its `action_dim` placeholder is set from the data
-# (here too, in the agent's config), and `encoder` belongs to the pixel path.
+# (here too, in the agent's config); `encoder` is None (state inputs).
 OFFICIAL_CONFIG = dict(
     agent_name='ifql',
     **OFFICIAL_SHARED_CONFIG,
     expectile=0.9,
     num_samples=32,
     flow_steps=10,
+    encoder=None,
 )
 
 

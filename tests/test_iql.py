@@ -36,7 +36,7 @@ from helpers import (
 IQL = os.path.join(REPO, 'agents', 'iql.py')
 OBS_DIM = ACTION_DIM = 2
 
-# The official agents/iql.py get_config() (its `encoder` key belongs to the pixel path).
+# The official agents/iql.py get_config() (`encoder`: None, state inputs).
 OFFICIAL_CONFIG = dict(
     agent_name='iql',
     **OFFICIAL_SHARED_CONFIG,
@@ -44,6 +44,7 @@ OFFICIAL_CONFIG = dict(
     actor_loss='awr',
     alpha=10.0,
     const_std=True,
+    encoder=None,
 )
 
 

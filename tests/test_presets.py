@@ -138,7 +138,7 @@ def test_readme_table_equals_the_agent_files(capsys):
     expected = presets.markdown_table([agent_file(p) for p in AGENT_PATHS])
     assert match.group(1).strip() == expected.strip(), (
         'README.md published-settings table is stale: paste the output of '
-        '`python -m drol_jax.presets agents/*.py` between the markers.'
+        '`python -m drol_jax.presets agents/{drol,fql,iql,rebrac,ifql,sac}.py` between the markers.'
     )
     # The command the README names prints the same table.
     assert presets.main(AGENT_PATHS) == 0

@@ -37,7 +37,7 @@ from drol_jax.updates import make_train_block, stack_agents, unstack_agent
 REBRAC = os.path.join(REPO, 'agents', 'rebrac.py')
 OBS_DIM = ACTION_DIM = 2
 
-# The official agents/rebrac.py get_config() (its `encoder` key belongs to the pixel path).
+# The official agents/rebrac.py get_config() (`encoder`: None, state inputs).
 OFFICIAL_CONFIG = dict(
     agent_name='rebrac',
     **OFFICIAL_SHARED_CONFIG,
@@ -48,6 +48,7 @@ OFFICIAL_CONFIG = dict(
     actor_freq=2,
     actor_noise=0.2,
     actor_noise_clip=0.5,
+    encoder=None,
 )
 
 

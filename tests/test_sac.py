@@ -44,6 +44,8 @@ OFFICIAL_CONFIG = dict(
     actor_fc_scale=0.01,
     q_agg='min',
     backup_entropy=False,
+    # Not in the official SAC (it has no image encoder): here only to refuse one clearly.
+    encoder=None,
 )
 
 

@@ -35,7 +35,8 @@ class EnvBundle:
             interaction (worker processes call it, so it must be a module-level function or a
             ``functools.partial`` of one).
         train_dataset: dict of numpy arrays with ``DATASET_KEYS`` (float32; ``terminals`` and
-            ``masks`` as float32 0/1).
+            ``masks`` as float32 0/1); for image tasks a ``drol_jax.frames.FrameDataset`` (uint8
+            frames stored once, plus indices).
         val_dataset: same format, or None.
         provenance: where the data came from: ``{'source': 'published' | 'generated' |
             'unverified' | 'minari' | 'd4rl' | 'toy', 'path': ..., ...}``; generated data adds
@@ -47,8 +48,8 @@ class EnvBundle:
 
     env_name: str
     make_env: Callable[[], Any]
-    train_dataset: dict[str, np.ndarray]
-    val_dataset: dict[str, np.ndarray] | None
+    train_dataset: Any  # dict[str, np.ndarray] | FrameDataset
+    val_dataset: Any
     provenance: dict[str, Any]
     normalize_score: Callable[[float], float] | None = None
     online_reward_shift: float = 0.0
@@ -94,13 +95,21 @@ def clip_actions(datasets: Iterable[dict[str, np.ndarray]], where: str) -> None:
         dataset['actions'] = np.clip(dataset['actions'], -ACTION_CLIP, ACTION_CLIP)
 
 
+def dataset_shapes(dataset) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(one observation's shape, one action's shape) of a dataset dict or ``FrameDataset``.
+
+    A frame dataset's observation is one frame, as the environment (before frame stacking)
+    shows it.
+    """
+    if isinstance(dataset, dict):
+        return tuple(dataset['observations'].shape[1:]), tuple(dataset['actions'].shape[1:])
+    return tuple(dataset.frames.shape[1:]), tuple(dataset.transitions['actions'].shape[1:])
+
+
 def check_shapes(env: Any, dataset: dict[str, np.ndarray], where: str, env_name: str) -> None:
     """Raise ``DatasetError`` unless the dataset's observations and actions fit ``env``'s spaces."""
     expected = {'observation': env.observation_space.shape, 'action': env.action_space.shape}
-    found = {
-        'observation': dataset['observations'].shape[1:],
-        'action': dataset['actions'].shape[1:],
-    }
+    found = dict(zip(expected, dataset_shapes(dataset), strict=True))
     wrong = [
         f'{kind}s of shape {tuple(found[kind])} where the environment has {tuple(expected[kind])}'
         for kind in expected

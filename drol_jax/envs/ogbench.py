@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from drol_jax import frames
+from drol_jax.envs import visual
 from drol_jax.envs.base import (
     DATASET_KEYS,
     DataOptions,
@@ -65,10 +67,19 @@ ENVIRONMENTS: dict[str, tuple[str, ...]] = {
     **{f'humanoidmaze-{m}': ('navigate', 'stitch') for m in ('medium', 'large', 'giant')},
     **{f'antsoccer-{m}': ('navigate', 'stitch') for m in ('arena', 'medium')},
 }
+# The visual (64x64 camera image) versions OGBench publishes of the manipulation and maze tasks.
+ENVIRONMENTS |= {
+    f'{visual.PREFIX}{env}': ENVIRONMENTS[env]
+    for env in ENVIRONMENTS
+    if env.startswith(('cube-', 'scene', 'puzzle-', 'antmaze-', 'humanoidmaze-'))
+    and env != 'cube-octuple'
+}
 # Families whose data came from scripted oracles in the ogbench package (regenerable).
 MANIPULATION_PREFIXES = ('cube-', 'scene', 'puzzle-')
 
 OB_KEYS = ('observations', 'actions', 'terminals', 'qpos', 'qvel')
+# The per-row arrays of a visual dataset in OGBench's compact layout, besides its frames.
+COMPACT_KEYS = ('valids', 'actions', 'rewards', 'masks', 'terminals')
 # Run by a child process so a stalled download can be killed without touching this process.
 DOWNLOAD_SCRIPT = 'import sys, ogbench; ogbench.download_datasets([sys.argv[1]], sys.argv[2])'
 
@@ -202,7 +213,7 @@ def _both_exist(train_path: str) -> bool:
 
 
 def _required_keys(canonical: str) -> tuple[str, ...]:
-    buttons = canonical.startswith(('scene', 'puzzle-'))
+    buttons = canonical.removeprefix(visual.PREFIX).startswith(('scene', 'puzzle-'))
     return OB_KEYS + ('button_states',) if buttons else OB_KEYS
 
 
@@ -234,11 +245,13 @@ def check_npz(path: str, required_keys: tuple[str, ...], read_arrays: bool) -> N
         raise DatasetError(f'Dataset file {path} is corrupt or truncated ({e}).') from None
 
 
-def _load_files(canonical: str, train_path: str) -> tuple[dict, dict | None]:
-    """Training and validation dicts in FQL's format, rewards relabelled for the task.
+def _load_files(canonical: str, train_path: str) -> tuple[Any, Any]:
+    """Training and validation data in FQL's format, rewards relabelled for the task.
 
     Each file is loaded and relabelled as ``ogbench.make_env_and_datasets`` does, which however
-    insists on the validation file; here it is optional (None when absent).
+    insists on the validation file; here it is optional (None when absent). A visual task's
+    files load in OGBench's compact layout (uint8 frames kept as they are, each stored once) and
+    become ``FrameDataset`` s.
     """
     import ogbench
     from ogbench.utils import relabel_dataset
@@ -251,11 +264,21 @@ def _load_files(canonical: str, train_path: str) -> tuple[dict, dict | None]:
     try:
         datasets = []
         for path in paths:
-            dataset = ogbench.load_dataset(path, compact_dataset=False, add_info=True)
+            if visual.is_visual(canonical):
+                dataset = ogbench.load_dataset(
+                    path, ob_dtype=np.uint8, compact_dataset=True, add_info=True
+                )
+            else:
+                dataset = ogbench.load_dataset(path, compact_dataset=False, add_info=True)
             # Before relabelling, which another task's data can break with an obscure error.
             check_shapes(env, dataset, path, canonical)
             relabel_dataset(env.spec.id, env, dataset)
-            datasets.append({k: np.asarray(dataset[k], dtype=np.float32) for k in DATASET_KEYS})
+            if visual.is_visual(canonical):
+                arrays = {k: np.asarray(dataset[k], np.float32) for k in COMPACT_KEYS}
+                arrays['observations'] = dataset['observations']  # uint8 frames, not copied.
+            else:
+                arrays = {k: np.asarray(dataset[k], dtype=np.float32) for k in DATASET_KEYS}
+            datasets.append(arrays)
     except (
         OSError,
         ValueError,
@@ -271,6 +294,8 @@ def _load_files(canonical: str, train_path: str) -> tuple[dict, dict | None]:
     finally:
         env.close()
     clip_actions(datasets, f'[ogbench] {train_path}')
+    if visual.is_visual(canonical):
+        datasets = [frames.from_compact(d, p) for d, p in zip(datasets, paths, strict=True)]
     return datasets[0], datasets[1] if len(datasets) > 1 else None
 
 
@@ -374,6 +399,8 @@ def _locate(canonical: str, options: DataOptions) -> tuple[str, str]:
     else:
         why += ', and downloads are disabled'
 
+    if visual.is_visual(canonical):
+        raise DatasetError(visual.missing_data_message(dataset_name, cache_dir, why))
     if is_regenerable(canonical):
         return _regenerate(dataset_name, options, why)
     command = (
@@ -409,8 +436,18 @@ class OGBenchFamily:
         return dataset_name_of(canonical_name).removesuffix('-v0')
 
     def load(self, env_name: str, options: DataOptions) -> EnvBundle:
-        """Find, download or regenerate the data of ``env_name`` and load it for training."""
+        """Find, download or regenerate the data of ``env_name`` and load it for training.
+
+        A visual task first chooses and tries its renderer, and checks that the frames fit on
+        the device before reading them.
+        """
+        if visual.is_visual(env_name):
+            visual.choose_render_backend()
         path, via = _locate(env_name, options)
+        if visual.is_visual(env_name):
+            visual.check_rendering(functools.partial(make_eval_env, env_name), env_name)
+            needed = frames.stored_dataset_bytes(path)
+            frames.check_fits(needed, what=f'{os.path.basename(path)} (frames stored once)')
         train, val = _load_files(env_name, path)
         provenance = provenance_of(path, via)
         provenance.update(env_name=env_name, dataset_name=dataset_name_of(env_name))

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from drol_jax.envs import d4rl, ogbench, toy
+from drol_jax.envs import d4rl, ogbench, toy, visual_toy
 from drol_jax.envs.base import DataOptions, EnvBundle, EnvFamily, check_shapes
-from drol_jax.errors import UnknownEnvError, did_you_mean
+from drol_jax.errors import ConfigError, UnknownEnvError, did_you_mean
 
-FAMILIES: tuple[EnvFamily, ...] = (toy.FAMILY, ogbench.FAMILY, d4rl.FAMILY)
+FAMILIES: tuple[EnvFamily, ...] = (toy.FAMILY, visual_toy.FAMILY, ogbench.FAMILY, d4rl.FAMILY)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +52,33 @@ def check_options(resolved: ResolvedEnv, options: DataOptions) -> None:
     check = getattr(resolved.family, 'check_options', None)
     if check is not None:
         check(options)
+
+
+def is_visual(resolved: ResolvedEnv) -> bool:
+    """Whether the task observes images (every such name starts with ``visual-``)."""
+    return resolved.name.startswith('visual-')
+
+
+def check_image_flags(resolved: ResolvedEnv, frame_stack, p_aug, online_steps: int) -> None:
+    """Raise ``ConfigError`` for image flags on a state task, or fine-tuning on an image task.
+
+    FQL ignores ``--frame_stack`` and ``--p_aug`` on state data; here they are an error, since a
+    user who gives them expects them to act. Online fine-tuning on a visual task is refused, as
+    FQL's main.py refuses it.
+    """
+    if is_visual(resolved):
+        if online_steps:
+            raise ConfigError(
+                f'online fine-tuning (--online_steps) is not supported on the visual task '
+                f'{resolved.name} (as in FQL): use --online_steps=0.'
+            )
+        return
+    given = [f'--{n}' for n, v in (('frame_stack', frame_stack), ('p_aug', p_aug)) if v is not None]
+    if given:
+        raise ConfigError(
+            f'{" and ".join(given)} apply to image observations (the visual-* tasks), but '
+            f'{resolved.name} observes states: drop {" and ".join(given)}.'
+        )
 
 
 def load(resolved: ResolvedEnv, options: DataOptions) -> EnvBundle:

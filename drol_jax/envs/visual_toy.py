@@ -13,6 +13,10 @@ does not change with its position. Augmentation therefore keeps the information.
 Episodes last one step, so a frame stack repeats the one image (clamped at the episode's start).
 Only the 2-D task has a visual version: in the 1-D task a constant action already succeeds
 everywhere, so pixels would add nothing to learn.
+
+The family ``FAMILY`` registers the one name; its data is a ``FrameDataset`` made in memory
+(the observation and next observation of a one-step episode are different images, so both are
+kept: 2 frames per transition, 1.5 KB at 16x16).
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
+from drol_jax import frames
 from drol_jax.envs import toy
+from drol_jax.envs.base import DataOptions, EnvBundle
 
-IMAGE_SIZE = 32  # Pixels per side: 3 KB per RGB frame.
+IMAGE_SIZE = 16  # Pixels per side: 768 bytes per RGB frame, and cheap convolutions on a CPU.
 MARGIN = 4  # Empty pixels between the bars and every border (> the crop's padding of 3).
 TOY_TASK = 'toy-multimodal'  # The state-based task behind the visual one.
 VISUAL_NAME = f'visual-{TOY_TASK}'
@@ -101,3 +107,37 @@ def blind_success_rate(num_states: int = 2000, grid: int = 61, seed: int = 0) ->
         rewards = task.reward(np.tile(states, (len(chunk), 1)), np.repeat(chunk, num_states, 0))
         rates.append((rewards.reshape(len(chunk), num_states) >= threshold).mean(axis=1))
     return float(np.concatenate(rates).max())
+
+
+class VisualToyFamily(toy.ToyFamily):
+    """Registry entry for ``visual-toy-multimodal`` (the toy family's rules, image data)."""
+
+    name = 'visual-toy'
+
+    def resolve(self, env_name: str) -> str | None:
+        """The one name, canonical as typed."""
+        return env_name if env_name == VISUAL_NAME else None
+
+    def known_names(self) -> list[str]:
+        """The one name."""
+        return [VISUAL_NAME]
+
+    def load(self, env_name: str, options: DataOptions) -> EnvBundle:
+        """Draw the toy datasets (training and validation) in memory."""
+        return EnvBundle(
+            env_name=env_name,
+            make_env=VisualToyEnv,
+            train_dataset=frames.from_transitions(make_dataset(), env_name),
+            val_dataset=frames.from_transitions(
+                make_dataset(toy.DATASET_SIZE // 10, toy.DATASET_SEED + 1), f'{env_name} val'
+            ),
+            provenance={
+                'source': 'toy',
+                'seed': toy.DATASET_SEED,
+                'size': toy.DATASET_SIZE,
+                'image_size': IMAGE_SIZE,
+            },
+        )
+
+
+FAMILY = VisualToyFamily()

@@ -14,10 +14,19 @@ command continues from there, and the final files are byte-identical to an unint
 generation and carry their provenance inside, so a copy anywhere is still recognised as
 generated.
 
+Visual datasets (``visual-cube-single-play-v0``, ...) follow the same recipe with the same
+oracles (they act on the env's privileged state, not on its observations) in the visual env
+``visual-<family>-v0``, whose observations are the 64x64 camera images that evaluation renders
+(same camera, same size), stored as uint8. Rendering dominates their cost, so the measured speed
+of a few rendered steps gives an estimate first, and a job estimated at more than a day is
+refused unless ``--force`` (on a CPU, Mesa's EGL renders about one frame per second: a
+published-size dataset would take weeks; on a GPU node with EGL it is routine).
+
 Command line::
 
     python -m drol_jax.envs.datagen --dataset_name=cube-single-play-v0 --num_episodes=1000
         --dataset_dir=DIR [--seed=0] [--workers=N] [--episode_length=1001] [--progress=false]
+        [--force]
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ import json
 import os
 import platform
 import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -60,21 +70,36 @@ P_STACK_RANGES = {
 DEFAULT_P_STACK = 0.5
 # Where cube i's position sits in qpos (arm and gripper joints come first).
 QPOS_CUBE_START, QPOS_CUBE_SIZE = 14, 7
+VISUAL_PREFIX = 'visual-'  # A visual dataset's name: this prefix, then the state dataset's name.
+MAX_SECONDS = 24 * 3600  # Longer estimated visual generations are refused without --force.
+TIMED_STEPS = 3  # Rendered steps timed (after one untimed step) for the estimate.
+
+
+def is_visual(dataset_name: str) -> bool:
+    """Whether the dataset's observations are rendered images."""
+    return dataset_name.startswith(VISUAL_PREFIX)
+
+
+def env_id(dataset_name: str) -> str:
+    """The env that collects a dataset: ``cube-single-v0`` or ``visual-cube-single-v0``."""
+    family, _ = parse_dataset_name(dataset_name)
+    return f'{VISUAL_PREFIX if is_visual(dataset_name) else ""}{family}-v0'
 
 
 def parse_dataset_name(dataset_name: str) -> tuple[str, str]:
     """Split ``cube-single-play-v0`` into env family ``cube-single`` and dataset type ``play``.
 
-    Raises ``DatasetError`` for names this module cannot regenerate.
+    A visual name (``visual-cube-single-play-v0``) has the family of its state version. Raises
+    ``DatasetError`` for names this module cannot regenerate.
     """
-    parts = dataset_name.split('-')
+    parts = dataset_name.removeprefix(VISUAL_PREFIX).split('-')
     family, dataset_type = '-'.join(parts[:-2]), parts[-2] if len(parts) >= 3 else ''
     manipulation = family.startswith(('cube-', 'puzzle-')) or family == 'scene'
     if parts[-1] != 'v0' or dataset_type not in DATASET_TYPES or not manipulation:
         raise DatasetError(
             f'Cannot regenerate {dataset_name!r}: only OGBench manipulation datasets '
-            f'(cube-*, scene, puzzle-*) of type {" or ".join(DATASET_TYPES)} have scripted '
-            'oracles, named like cube-single-play-v0.'
+            f'(cube-*, scene, puzzle-*, and their visual-* versions) of type '
+            f'{" or ".join(DATASET_TYPES)} have scripted oracles, named like cube-single-play-v0.'
         )
     return family, dataset_type
 
@@ -140,7 +165,7 @@ class _EpisodeCollector:
 
         self.family, self.dataset_type = parse_dataset_name(dataset_name)
         self.env = gymnasium.make(
-            f'{self.family}-v0',
+            env_id(dataset_name),
             terminate_at_goal=False,
             mode='data_collection',
             max_episode_steps=episode_length,
@@ -206,10 +231,22 @@ class _EpisodeCollector:
                 oracle.reset(ob, info)
         return _stack_records(records)
 
+    def seconds_per_step(self) -> float:
+        """Measured seconds of one env step (the rendering of a visual env's frame included)."""
+        self.env.reset(seed=0)
+        action = np.zeros(self.env.action_space.shape)
+        self.env.step(action)  # The first step pays for the renderer's start.
+        began = time.perf_counter()
+        for _ in range(TIMED_STEPS):
+            self.env.step(action)
+        return (time.perf_counter() - began) / TIMED_STEPS
+
 
 def _stack_records(records: dict[str, list]) -> dict[str, np.ndarray]:
-    """Lists of per-step values to arrays in OGBench's dtypes."""
+    """Lists of per-step values to arrays in OGBench's dtypes (images stay uint8)."""
     out = {k: np.asarray(v, np.float32) for k, v in records.items() if k != 'button_states'}
+    if np.asarray(records['observations'][0]).dtype == np.uint8:
+        out['observations'] = np.asarray(records['observations'], np.uint8)
     out['terminals'] = np.asarray(records['terminals'], bool)
     if records['button_states']:
         out['button_states'] = np.asarray(records['button_states'], np.int64)
@@ -224,6 +261,38 @@ def _package_versions() -> dict[str, str]:
     return versions
 
 
+def check_visual_duration(
+    dataset_name: str, total_steps: int, workers: int | None, force: bool
+) -> None:
+    """Time a few rendered steps; refuse (``DatasetError``) a job estimated above a day.
+
+    The estimate is the measured seconds per step times the steps, spread over the workers
+    (every core by default); ``force`` only reports it.
+    """
+    if 'MUJOCO_GL' not in os.environ:
+        os.environ['MUJOCO_GL'] = 'egl'  # Headless rendering; the evaluation's default too.
+    try:
+        per_step = _EpisodeCollector(dataset_name, EPISODE_LENGTH).seconds_per_step()
+    except Exception as e:  # noqa: BLE001 - any renderer failure, reported in one line.
+        raise DatasetError(
+            f'Cannot render {dataset_name} with MUJOCO_GL={os.environ["MUJOCO_GL"]}: '
+            f'{type(e).__name__}: {e}'.splitlines()[0]
+        ) from None
+    parallel = min(workers or os.cpu_count() or 1, total_steps)
+    hours = per_step * total_steps / parallel / 3600
+    estimate = (
+        f'{total_steps} rendered steps at {per_step:.3f} s per step (measured here) over '
+        f'{parallel} workers: about {hours:.2f} hours'
+    )
+    if hours * 3600 > MAX_SECONDS and not force:
+        raise DatasetError(
+            f'Refusing to regenerate {dataset_name}: {estimate}, more than a day. Run it on a '
+            'GPU node with EGL (rendering is routine there), use fewer --num_episodes, or pass '
+            '--force to run it anyway.'
+        )
+    print(f'[datagen] {dataset_name}: {estimate}.', file=sys.stderr, flush=True)
+
+
 def generate_dataset(
     dataset_name: str,
     out_dir: str,
@@ -232,6 +301,7 @@ def generate_dataset(
     workers: int | None = None,
     episode_length: int = EPISODE_LENGTH,
     show_progress: bool = True,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Generate ``<dataset_name>.npz`` and ``<dataset_name>-val.npz`` in ``out_dir``.
 
@@ -247,6 +317,7 @@ def generate_dataset(
         workers: worker processes (None: every core; 1: in this process).
         episode_length: steps per episode (1001 as published; smaller for quick tests).
         show_progress: show a tqdm bar with ETA on stderr.
+        force: generate a visual dataset even when its estimated duration exceeds a day.
 
     Returns:
         The provenance label, also stored in both files under ``shards.LABEL_KEY``.
@@ -256,6 +327,8 @@ def generate_dataset(
         raise DatasetError('num_episodes must be >= 1, episode_length >= 2 and seed >= 0.')
     num_val = num_val_episodes(num_episodes)
     total = num_episodes + num_val
+    if is_visual(dataset_name):
+        check_visual_duration(dataset_name, total * episode_length, workers, force)
     settings = {
         'recipe': RECIPE,
         'dataset_name': dataset_name,
@@ -276,7 +349,7 @@ def generate_dataset(
     label = {
         **settings,
         'source': 'generated',
-        'env_id': f'{family}-v0',
+        'env_id': env_id(dataset_name),
         'dataset_type': dataset_type,
         'train_episodes': num_episodes,
         'val_episodes': num_val,
@@ -310,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         '--progress', type=_parse_bool, nargs='?', const=True, default=True, help='true or false'
     )
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help='visual datasets: generate even when the measured speed predicts more than a day',
+    )
     args = parser.parse_args(argv)
     out_dir = os.path.abspath(os.path.expanduser(args.dataset_dir))
     if out_dir == os.path.abspath(os.path.expanduser('~/.ogbench/data')):
@@ -326,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             episode_length=args.episode_length,
             show_progress=args.progress,
+            force=args.force,
         )
     except shards.GenerationInterrupted as e:
         print(e, file=sys.stderr)
