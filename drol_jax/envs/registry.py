@@ -76,7 +76,8 @@ def check_image_flags(resolved: ResolvedEnv, frame_stack, p_aug, online_steps: i
     given = [f'--{n}' for n, v in (('frame_stack', frame_stack), ('p_aug', p_aug)) if v is not None]
     if given:
         raise ConfigError(
-            f'{" and ".join(given)} apply to image observations (the visual-* tasks), but '
+            f'{" and ".join(given)} {"apply" if len(given) > 1 else "applies"} to image '
+            'observations (the visual-* tasks), but '
             f'{resolved.name} observes states: drop {" and ".join(given)}.'
         )
 
