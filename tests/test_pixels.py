@@ -18,7 +18,6 @@ from helpers import REPO, agent_file, one_line_error, run_main, small_config
 from drol_jax import frames
 from drol_jax.envs import ogbench, registry, visual, visual_toy
 from drol_jax.envs.datagen import manipulation
-from drol_jax.envs.frame_stack import make_stacked_env
 from drol_jax.errors import DatasetError, UserError
 from drol_jax.run_flags import DataOptions, RunConfig
 from drol_jax.settings import resolve
@@ -158,30 +157,50 @@ def test_videos_of_an_image_task_show_its_observations():
 # Slow: a real visual OGBench env, and training on images.
 
 
+# In a fresh process: MuJoCo picks its OpenGL backend when first imported, and another test of
+# the same worker may have imported it already.
+EGL_EVALUATION = """
+import functools, sys
+import numpy as np
+from drol_jax.envs import ogbench
+from drol_jax.envs.frame_stack import make_stacked_env
+from drol_jax.evaluation import render_problem
+
+make_env = functools.partial(ogbench.make_eval_env, 'visual-cube-single-play-singletask-v0')
+problem = render_problem(make_env)
+if problem is not None:
+    print('SKIP', problem)
+    sys.exit(0)
+env = make_stacked_env(make_env, 3)
+observation, _ = env.reset(seed=0)
+assert observation.shape == (64, 64, 9) and observation.dtype == np.uint8
+np.testing.assert_array_equal(observation[..., :3], observation[..., 6:])
+for _ in range(3):
+    observation, _, _, _, info = env.step(np.zeros(env.action_space.shape, np.float32))
+assert observation.shape == (64, 64, 9) and 'success' in info
+assert observation[..., 6:].any()  # The newest frame is a rendered image.
+env.close()
+print('OK')
+"""
+
+
 @pytest.mark.slow
 def test_a_real_visual_ogbench_env_evaluates_a_few_steps_through_egl():
-    canonical = 'visual-cube-single-play-singletask-v0'
-    os.environ.setdefault('MUJOCO_GL', 'egl')
-    if os.environ['MUJOCO_GL'] != 'egl':
+    if os.environ.get('MUJOCO_GL', 'egl') != 'egl':
         pytest.skip(f'MUJOCO_GL={os.environ["MUJOCO_GL"]} is set: this test is about EGL')
-    make_env = functools.partial(ogbench.make_eval_env, canonical)
-    from drol_jax.evaluation import render_problem
-
-    problem = render_problem(make_env)
-    if problem is not None:
-        pytest.skip(f'EGL cannot render here: {problem}')
-    env = make_stacked_env(make_env, 3)
-    try:
-        observation, _ = env.reset(seed=0)
-        assert observation.shape == (64, 64, 9) and observation.dtype == np.uint8
-        np.testing.assert_array_equal(observation[..., :3], observation[..., 6:])
-        for _ in range(3):
-            action = np.zeros(env.action_space.shape, np.float32)
-            observation, _, _, _, info = env.step(action)
-        assert observation.shape == (64, 64, 9) and 'success' in info
-        assert observation[..., 6:].any()  # The newest frame is a rendered image.
-    finally:
-        env.close()
+    result = subprocess.run(
+        [sys.executable, '-c', EGL_EVALUATION],
+        cwd=REPO,
+        env={**os.environ, 'MUJOCO_GL': 'egl', 'PYTHONPATH': REPO},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    if last.startswith('SKIP'):
+        pytest.skip(f'EGL cannot render here: {last[5:]}')
+    assert last == 'OK', result.stdout[-2000:]
 
 
 def eval_lines(output):
