@@ -58,7 +58,7 @@ def test_visual_names_resolve(name, canonical, task_family):
 @pytest.mark.parametrize(
     ('run', 'explicit', 'message'),
     [
-        (RunConfig(env_name='cube-single', frame_stack=3), {}, '--frame_stack apply to image'),
+        (RunConfig(env_name='cube-single', frame_stack=3), {}, '--frame_stack applies to image'),
         (RunConfig(env_name='toy-multimodal', p_aug=0.5), {}, 'toy-multimodal observes states'),
         (RunConfig(env_name='visual-cube-single', frame_stack=0), {}, '--frame_stack must be >='),
         (RunConfig(env_name='visual-cube-single', p_aug=1.5), {}, '--p_aug must be in [0, 1]'),
