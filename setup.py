@@ -17,7 +17,7 @@ setup(
         'flax>=0.10,<0.13',
         'optax>=0.2.3,<0.3',
         'chex>=0.1.87,<0.2',
-        'distrax>=0.1.5,<0.2',  # Gaussian policy distributions (networks.GaussianActor).
+        'distrax>=0.1.5,<0.2',  # Gaussian policy distributions (gaussian_actor.GaussianActor).
         'ml_collections>=0.1.1,<2',
         'absl-py>=2.1,<3',
         'ogbench>=1.1.0,<2',

@@ -22,9 +22,10 @@ import ml_collections
 import optax
 
 from drol_jax.encoders import ENCODER_RULE, make_encoder
+from drol_jax.gaussian_actor import GaussianActor, gaussian_std
 from drol_jax.hyperparameters import at_least, in_interval, one_of, positive
 from drol_jax.losses import implicit_value_losses, prefixed
-from drol_jax.networks import EnsembleCritic, GaussianActor, StateValue, gaussian_std
+from drol_jax.networks import EnsembleCritic, StateValue
 from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 

@@ -26,9 +26,10 @@ import ml_collections
 import optax
 
 from drol_jax.encoders import ENCODER_RULE, make_encoder
+from drol_jax.gaussian_actor import GaussianActor, gaussian_std
 from drol_jax.hyperparameters import at_least, in_interval, integer_at_least, positive
 from drol_jax.losses import prefixed, td_loss
-from drol_jax.networks import EnsembleCritic, GaussianActor, gaussian_std
+from drol_jax.networks import EnsembleCritic
 from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 

@@ -25,15 +25,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from drol_jax.gaussian_actor import GaussianActor, gaussian_std
 from drol_jax.hyperparameters import Rule, in_interval, one_of, positive
 from drol_jax.losses import prefixed, td_loss
-from drol_jax.networks import (
-    EnsembleCritic,
-    GaussianActor,
-    LogParam,
-    aggregate_ensemble,
-    gaussian_std,
-)
+from drol_jax.networks import EnsembleCritic, LogParam, aggregate_ensemble
 from drol_jax.train_state import ModuleDict, TrainState, nonpytree_field, target_update
 
 

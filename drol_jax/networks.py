@@ -1,10 +1,12 @@
 """Networks shared by the agents: MLP, policy heads, critics, a state value, a log-parameter.
 
+The Gaussian actor lives in ``drol_jax.gaussian_actor``, apart, so that the agents without one do
+not import distrax (and TensorFlow Probability under it) at start-up.
+
 Parameter names follow the official DROL and FQL code, so checkpoints move both ways: a policy
 head keeps its layers under ``mlp/Dense_i``, the critic under ``value_net/Dense_i`` and
 ``value_net/LayerNorm_i`` with the ensemble on the leading axis of every array, the state value
-under ``value_net/...`` without that axis, and the Gaussian actor under ``actor_net/...``,
-``mean_net`` and ``log_std_net`` (or ``log_stds``).
+under ``value_net/...`` without that axis.
 
 Every module that sees observations takes an optional ``encoder`` (an image encoder from
 ``drol_jax.encoders``), kept under the module as ``encoder/...``, as FQL's visual agents do: each
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import distrax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -152,69 +153,6 @@ class StateValue(nn.Module):
         features = observations if self.encoder is None else self.encoder(observations)
         value_net = MLP((*self.hidden_dims, 1), layer_norm=self.layer_norm, name='value_net')
         return value_net(features)[..., 0]
-
-
-class TanhSquashed(distrax.Transformed):
-    """A distribution pushed through ``tanh`` (per dimension), with the squashed mean as mode."""
-
-    def __init__(self, distribution: distrax.Distribution):
-        super().__init__(distribution, distrax.Block(distrax.Tanh(), ndims=1))
-
-    def mode(self) -> jnp.ndarray:
-        """``tanh`` of the underlying distribution's mode (the deterministic action)."""
-        return self.bijector.forward(self.distribution.mode())
-
-
-class GaussianActor(nn.Module):
-    """A diagonal Gaussian policy ``pi(a | s)``, optionally tanh-squashed into (-1, 1).
-
-    The log standard deviation is zero (``const_std``), a learned vector (``log_stds``), or a
-    second head on the trunk (``state_dependent_std``); it is clipped to
-    ``[log_std_min, log_std_max]``. ``temperature`` scales the standard deviation, so 0 makes
-    every sample the mean (the deterministic action evaluation uses). The mean head (and the
-    log-std head) start with a kernel init of scale ``final_fc_init_scale``.
-    """
-
-    hidden_dims: Sequence[int]
-    action_dim: int
-    layer_norm: bool = False
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
-    tanh_squash: bool = False
-    state_dependent_std: bool = False
-    const_std: bool = True
-    final_fc_init_scale: float = 1e-2
-    encoder: nn.Module | None = None
-
-    @nn.compact
-    def __call__(self, observations: jnp.ndarray, temperature: float = 1.0):
-        """The action distribution at each observation (a ``distrax`` distribution)."""
-        inputs = observations if self.encoder is None else self.encoder(observations)
-        features = MLP(
-            self.hidden_dims, layer_norm=self.layer_norm, activate_final=True, name='actor_net'
-        )(inputs)
-        head_init = default_init(self.final_fc_init_scale)
-        means = nn.Dense(self.action_dim, kernel_init=head_init, name='mean_net')(features)
-        if self.state_dependent_std:
-            log_stds = nn.Dense(self.action_dim, kernel_init=head_init, name='log_std_net')(
-                features
-            )
-        elif self.const_std:
-            log_stds = jnp.zeros_like(means)
-        else:
-            log_stds = self.param('log_stds', nn.initializers.zeros, (self.action_dim,))
-        log_stds = jnp.clip(log_stds, self.log_std_min, self.log_std_max)
-        distribution = distrax.MultivariateNormalDiag(
-            loc=means, scale_diag=jnp.exp(log_stds) * temperature
-        )
-        return TanhSquashed(distribution) if self.tanh_squash else distribution
-
-
-def gaussian_std(distribution) -> jnp.ndarray:
-    """Standard deviations of a ``GaussianActor`` distribution (before any tanh squash)."""
-    if isinstance(distribution, TanhSquashed):
-        distribution = distribution.distribution
-    return distribution.stddev()
 
 
 class LogParam(nn.Module):

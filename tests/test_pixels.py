@@ -24,8 +24,8 @@ from drol_jax.settings import resolve
 
 DROL = os.path.join(REPO, 'agents', 'drol.py')
 FQL = os.path.join(REPO, 'agents', 'fql.py')
-# The FQL README's visual flags.
-PIXEL_FLAGS = ('--frame_stack=3', '--p_aug=0.5', '--agent.encoder=impala_small')
+# The FQL README's visual flags, with the debug encoder (its small convolutions compile faster).
+PIXEL_FLAGS = ('--frame_stack=3', '--p_aug=0.5', '--agent.encoder=impala_debug')
 
 
 @pytest.mark.parametrize(
@@ -220,15 +220,15 @@ VISUAL_TOY_ARGS = (
     '--agent.actor_hidden_dims=(128,128)',
     '--agent.value_hidden_dims=(128,128)',
     '--agent.batch_size=64',
-    '--log_interval=100',
-    '--eval_episodes=200',
+    '--log_interval=25',
+    '--eval_episodes=20',
     '--progress=false',
 )
 # A short run of each agent checks the pixel path end to end (updates on device-built stacks and
 # crops, evaluation through the frame stack). Learning is measured by hand instead, because it
-# takes 2000 updates of convolutions (about 10 CPU minutes; README: DROL 0.38 against 0.20 for
-# the best policy blind to the image).
-VISUAL_TOY_STEPS = 200
+# takes 2000 updates of convolutions and 200 evaluation episodes (about 10 CPU minutes; README:
+# DROL 0.38 against 0.20 for the best policy blind to the image).
+VISUAL_TOY_STEPS = 50
 
 
 @pytest.mark.slow
