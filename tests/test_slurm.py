@@ -102,13 +102,14 @@ def test_toy_sweep_through_the_slurm_launcher(cluster, tmp_path, capsys):
 
 
 def test_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, capsys):
-    # Long enough (about 30 s of training here) for both interruptions to land mid-run on
-    # faster machines too.
-    total, log_every = 30_000, 100
+    # Each interruption waits for training to be well under way (1000 updates past the start or
+    # the resume, about a second here), and the run is long enough (about 15 s of training here)
+    # that both still land mid-run on a machine several times faster.
+    total, log_every = 15_000, 100
     flags = {
         'offline_steps': total,
         'log_interval': log_every,
-        'eval_interval': 10_000,
+        'eval_interval': 5_000,
         'save_interval': 1_000_000,  # no periodic checkpoint: every resume uses a signal's
     }
     _, job, sweep_dir, folder, slurm_id = launch_one_job(tmp_path, flags)
@@ -117,31 +118,34 @@ def test_requeued_job_resumes_from_its_checkpoint(cluster, tmp_path, capsys):
     def reached(step):
         return lambda: train_csv.exists() and max(steps_of(train_csv), default=0) >= step
 
+    def resume_steps():
+        log = (folder / LOG_FILE).read_text()
+        return [
+            int(line.split('from step ')[1].rstrip('.'))
+            for line in log.splitlines()
+            if line.startswith('Resuming ')
+        ]
+
     def resumed(times):
-        return lambda: (folder / LOG_FILE).read_text().count('Resuming ') >= times
+        return lambda: len(resume_steps()) >= times
 
     # SLURM holds a requeued job for the credential lifetime (10 s on the test cluster), so
     # slurmd is done with the previous run before the job starts again.
     # A preemption as SLURM does it: SIGTERM to every process of the job, then requeue.
-    wait_for(reached(2_000), 'training to pass step 2000', cluster)
+    wait_for(reached(1_000), 'training to pass step 1000', cluster)
     cluster.run(['scontrol', 'requeue', slurm_id])
     wait_for(resumed(1), 'the requeued job to resume', cluster)
     # A time limit as submitit sees it: SIGUSR2, the job checkpoints and requeues itself.
-    wait_for(reached(12_000), 'training to pass step 12000', cluster)
+    wait_for(reached(resume_steps()[0] + 1_000), 'training to pass the resume by 1000', cluster)
     cluster.run(['scancel', '--signal=USR2', slurm_id])
     wait_for(resumed(2), 'the job to resume after SIGUSR2', cluster)
     wait_for(lambda: sweep_statuses(sweep_dir, [job])[0].state == 'done', 'the run', cluster)
 
-    log = (folder / LOG_FILE).read_text()
-    starts = [
-        int(line.split('from step ')[1].rstrip('.'))
-        for line in log.splitlines()
-        if line.startswith('Resuming ')
-    ]
-    assert len(starts) == 2 and 2_000 <= starts[0] < starts[1] < total
+    starts = resume_steps()
+    assert len(starts) == 2 and 1_000 <= starts[0] < starts[1] < total
     for run_dir in job.run_dirs:
         assert steps_of(Path(run_dir, 'train.csv')) == list(range(log_every, total + 1, log_every))
-        assert steps_of(Path(run_dir, 'eval.csv')) == [1, 10_000, 20_000, 30_000]
+        assert steps_of(Path(run_dir, 'eval.csv')) == [1, 5_000, 10_000, 15_000]
         assert json.loads(Path(run_dir, 'summary.json').read_text())['complete']
 
 

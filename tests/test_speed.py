@@ -203,26 +203,47 @@ def test_worker_failure_raises_and_closes():
 # (iii) The benchmark's smoke run.
 
 
+# DROL (with its naive reference loss), FQL and a variant file: the benchmark's code paths. Every
+# agent file's update and fused block are checked above; the test below checks that the
+# benchmark gives every file its rows.
+SMOKE_AGENTS = ('drol', 'fql', 'drol_soft')
+
+
 @pytest.mark.slow
 def test_update_speed_quick_runs():
     # The session's fast-compiling XLA flags (conftest.py) carry over: the smoke run times nothing.
+    command = [sys.executable, os.path.join(REPO, 'bench', 'update_speed.py'), '--quick']
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, 'bench', 'update_speed.py'), '--quick'],
+        [*command, '--agents', *SMOKE_AGENTS],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=900,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    # Every agent file gets a host and a fused row, and a fused-over-host ratio.
+    # Each agent gets a host and a fused row, and a fused-over-host ratio; DROL its naive row.
     rows = [line.split('|') for line in result.stdout.splitlines() if line.startswith('|')]
     cells = [[c.strip() for c in row[1:-1]] for row in rows]
-    from helpers import agent_file
+    from bench import update_speed
 
-    paths = [param.values[0] for param in agent_paths()]  # Variants included, as the bench.
-    names = {agent_file(p).agent_class.__name__.removesuffix('Agent') for p in paths}
-    assert len(names) == len(paths) >= 6
-    for name in names:
-        assert {c[1] for c in cells if c[0] == name} >= {'host', 'fused'}, name
+    names = {update_speed.display_name(name) for name in SMOKE_AGENTS}
+    modes = {name: {c[1] for c in cells if c[0] == name and len(c) == 10} for name in names}
+    assert modes == {
+        **dict.fromkeys(names, {'host', 'fused'}),
+        'DROL': {'host', 'fused', 'naive-allq'},
+    }
     ratios = {c[0] for c in cells if len(c) == 5 and c[2].endswith('x')}
     assert ratios == names
+
+
+def test_the_update_benchmark_has_rows_for_every_agent_file():
+    from helpers import agent_file
+
+    from bench import update_speed
+
+    paths = [param.values[0] for param in agent_paths()]  # Variants included.
+    names = {agent_file(p).default_config()['agent_name'] for p in paths}
+    assert set(update_speed.AGENT_FILES) == names and len(names) >= 10
+    rows = update_speed.rows_to_run(update_speed.parse_args(['--quick']))
+    for name in names:
+        assert {mode for kind, mode, _ in rows if kind == name} >= {'host', 'fused'}, name
