@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import pytest
+from helpers import REPO
 
 from drol_jax.envs import ogbench as family_module
 from drol_jax.envs import registry
@@ -234,6 +235,51 @@ def test_partial_folder_of_other_settings_is_refused(tmp_path):
 
 def fail_if_collecting(*args, **kwargs):
     raise AssertionError('no episode may be collected')
+
+
+def test_a_family_ogbench_lacks_is_refused_with_suggestions_before_anything_is_written(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(manipulation, '_EpisodeCollector', fail_if_collecting)
+    with pytest.raises(
+        DatasetError, match=r"no env 'cube-singel-v0'\. Did you mean 'cube-single-p"
+    ):
+        manipulation.generate_dataset('cube-singel-play-v0', str(tmp_path), **SHORT)
+    with pytest.raises(DatasetError, match="Did you mean 'visual-cube-double-play-v0'"):
+        manipulation.generate_dataset('visual-cube-dubble-play-v0', str(tmp_path), **SHORT)
+    assert list(tmp_path.iterdir()) == []
+
+
+# A collector that cannot start, in spawned worker processes (they import this module).
+BROKEN_COLLECTOR = """
+import sys
+from drol_jax.envs.datagen import shards
+
+def broken_collector():
+    raise RuntimeError('this collector cannot start')
+
+if __name__ == '__main__':
+    try:
+        shards.collect_shards('x', sys.argv[1], {}, broken_collector, 0, 4, 2, False)
+    except RuntimeError as e:
+        print(f'raised: {e}')
+"""
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_start_raises_in_the_caller_instead_of_hanging(tmp_path):
+    # A pool replaces a worker whose initializer fails, forever; the error must reach the caller.
+    script = tmp_path / 'broken.py'
+    script.write_text(BROKEN_COLLECTOR)
+    result = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / 'out')],
+        capture_output=True,
+        text=True,
+        timeout=600,  # Only a guard: a regression would otherwise hang the suite.
+        env={**os.environ, 'PYTHONPATH': REPO},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == 'raised: this collector cannot start'
 
 
 @pytest.mark.parametrize('where', ['file', 'below_file'])

@@ -44,7 +44,7 @@ import numpy as np
 
 from drol_jax.cli import ArgumentParser, reports_user_errors
 from drol_jax.envs.datagen import shards
-from drol_jax.errors import DatasetError, UserError
+from drol_jax.errors import DatasetError, UserError, did_you_mean
 
 RECIPE = 'ogbench-manipspace-v0'  # Bump when a change to the recipe changes the generated data.
 EPISODE_LENGTH = 1001
@@ -102,6 +102,38 @@ def parse_dataset_name(dataset_name: str) -> tuple[str, str]:
             f'{" or ".join(DATASET_TYPES)} have scripted oracles, named like cube-single-play-v0.'
         )
     return family, dataset_type
+
+
+def check_registered(dataset_name: str) -> None:
+    """Raise ``DatasetError`` unless OGBench registers the env that collects ``dataset_name``.
+
+    ``parse_dataset_name`` accepts any ``cube-*`` or ``puzzle-*`` family by its form; this asks
+    the package (so ``cube-singel-play-v0`` fails here, with suggestions, before any worker starts).
+    """
+    import gymnasium
+    import ogbench  # noqa: F401  (registers the OGBench envs with gymnasium)
+
+    if env_id(dataset_name) in gymnasium.registry:
+        return
+    known = [
+        f'{name.removesuffix("-v0")}-{dataset_type}-v0'
+        for name in gymnasium.registry
+        if name.endswith('-v0') and 'singletask' not in name  # The collecting envs only.
+        for dataset_type in DATASET_TYPES
+    ]
+    known = [k for k in known if _regenerable(k)]
+    raise DatasetError(
+        f'Cannot regenerate {dataset_name!r}: OGBench has no env {env_id(dataset_name)!r}.'
+        f'{did_you_mean(dataset_name, known, n=3)}'
+    )
+
+
+def _regenerable(dataset_name: str) -> bool:
+    try:
+        parse_dataset_name(dataset_name)
+    except DatasetError:
+        return False
+    return True
 
 
 def num_val_episodes(num_episodes: int) -> int:
@@ -322,7 +354,8 @@ def generate_dataset(
     Returns:
         The provenance label, also stored in both files under ``shards.LABEL_KEY``.
     """
-    family, dataset_type = parse_dataset_name(dataset_name)
+    _, dataset_type = parse_dataset_name(dataset_name)
+    check_registered(dataset_name)
     if num_episodes < 1 or episode_length < 2 or seed < 0:
         raise DatasetError('num_episodes must be >= 1, episode_length >= 2 and seed >= 0.')
     num_val = num_val_episodes(num_episodes)

@@ -82,14 +82,25 @@ def _signal_handlers(handler, signums: tuple[int, ...]):
 
 
 _WORKER: EpisodeCollector | None = None
+_WORKER_ERROR: Exception | None = None
 
 
 def _init_worker(make_collector: Callable[[], EpisodeCollector]) -> None:
-    global _WORKER
-    _WORKER = make_collector()
+    """Build this worker's collector; a failure is raised by the worker's first job.
+
+    A pool replaces a worker whose initializer raises, forever, so the caller would wait on a
+    pool that never works; raised from a job instead, the error reaches the caller.
+    """
+    global _WORKER, _WORKER_ERROR
+    try:
+        _WORKER = make_collector()
+    except Exception as e:  # noqa: BLE001 - re-raised in the caller by the first job.
+        _WORKER_ERROR = e
 
 
 def _collect_in_worker(job: tuple[int, np.random.SeedSequence]):
+    if _WORKER_ERROR is not None:
+        raise _WORKER_ERROR
     index, seed_seq = job
     return index, *_WORKER.collect(seed_seq)
 
