@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import write_agent_file
 from slurm_cluster import SlurmCluster, missing_requirement
 from test_sweep import toy_sweep
 
@@ -55,9 +56,9 @@ def queue_is_busy(cluster):
     return bool(cluster.run(['squeue', '--noheader']).stdout.strip())
 
 
-def launch_one_job(tmp_path, flags=None):
+def launch_one_job(tmp_path, flags=None, agent='agents/drol.py'):
     """Launch a one-job toy sweep on SLURM: its path, job, sweep folder, job folder, SLURM id."""
-    path = toy_sweep(tmp_path, flags=flags)
+    path = toy_sweep(tmp_path, flags=flags, agents=(agent,))
     sweep = spec.load_sweep(path)
     (job,) = spec.expand(sweep, str(tmp_path))
     sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
@@ -195,9 +196,31 @@ def test_packed_jobs_share_a_task_and_requeue_and_rerun_one_by_one(cluster, tmp_
     assert log(jobs[1]).count('=== ') == 3 and log(jobs[0]).count('=== ') == 2
 
 
+# DROL held in create() until a RELEASE file appears beside it: a job that is still starting up
+# when the test cancels it, however fast the machine and however warm the compilation cache.
+HELD_AGENT = """
+import os
+import time
+
+from agents import drol
+
+get_config = drol.get_config
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class DROLHeldAgent(drol.DROLAgent):
+    @classmethod
+    def create(cls, seed, ex_observations, ex_actions, config):
+        while not os.path.exists(os.path.join(HERE, 'RELEASE')):
+            time.sleep(0.05)
+        return super().create(seed, ex_observations, ex_actions, config)
+"""
+
+
 def test_job_cancelled_during_start_up_is_stopped_and_relaunches(cluster, tmp_path, capsys):
-    path, job, sweep_dir, folder, slurm_id = launch_one_job(tmp_path)
-    # As soon as main.py starts (it then imports jax and compiles for many seconds).
+    agent = write_agent_file(tmp_path, 'held_drol.py', HELD_AGENT)
+    path, job, sweep_dir, folder, slurm_id = launch_one_job(tmp_path, agent=agent)
+    # As soon as main.py starts: the signal lands in its imports or while the agent is held.
     wait_for(lambda: (folder / STATE_FILE).exists(), 'main.py to start', cluster)
     cluster.run(['scancel', slurm_id])
     wait_for(
@@ -208,6 +231,7 @@ def test_job_cancelled_during_start_up_is_stopped_and_relaunches(cluster, tmp_pa
     status = sweep_statuses(sweep_dir, [job])[0]
     assert status.state == 'stopped', (status, (folder / LOG_FILE).read_text())
     capsys.readouterr()
+    (tmp_path / 'RELEASE').touch()
     assert launch_on_slurm(path, tmp_path) == 0
     assert 'jobs: 1 to launch' in capsys.readouterr().out
     wait_for(lambda: sweep_statuses(sweep_dir, [job])[0].state == 'done', 'the relaunch', cluster)
