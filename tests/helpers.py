@@ -232,6 +232,27 @@ THIRD_PARTY_AGENT = textwrap.dedent(
 )
 
 
+# DROL held in create() until a RELEASE file appears beside it: a run that is still starting up
+# when a test stops it, however fast the machine and however warm the compilation cache.
+HELD_AGENT = """
+import os
+import time
+
+from agents import drol
+
+get_config = drol.get_config
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class DROLHeldAgent(drol.DROLAgent):
+    @classmethod
+    def create(cls, seed, ex_observations, ex_actions, config):
+        while not os.path.exists(os.path.join(HERE, 'RELEASE')):
+            time.sleep(0.05)
+        return super().create(seed, ex_observations, ex_actions, config)
+"""
+
+
 def write_agent_file(folder, name: str, source: str) -> str:
     """Write an agent file ``folder/name`` and return its path."""
     path = os.path.join(str(folder), name)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import write_agent_file
+from helpers import HELD_AGENT, write_agent_file
 from slurm_cluster import SlurmCluster, missing_requirement
 from test_sweep import toy_sweep
 
@@ -194,27 +194,6 @@ def test_packed_jobs_share_a_task_and_requeue_and_rerun_one_by_one(cluster, tmp_
     assert 'jobs: 1 to launch, 2 done (skipped)' in capsys.readouterr().out
     wait_for(all_done, 'the re-run job to finish', cluster)
     assert log(jobs[1]).count('=== ') == 3 and log(jobs[0]).count('=== ') == 2
-
-
-# DROL held in create() until a RELEASE file appears beside it: a job that is still starting up
-# when the test cancels it, however fast the machine and however warm the compilation cache.
-HELD_AGENT = """
-import os
-import time
-
-from agents import drol
-
-get_config = drol.get_config
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-class DROLHeldAgent(drol.DROLAgent):
-    @classmethod
-    def create(cls, seed, ex_observations, ex_actions, config):
-        while not os.path.exists(os.path.join(HERE, 'RELEASE')):
-            time.sleep(0.05)
-        return super().create(seed, ex_observations, ex_actions, config)
-"""
 
 
 def test_job_cancelled_during_start_up_is_stopped_and_relaunches(cluster, tmp_path, capsys):

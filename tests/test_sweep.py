@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import HELD_AGENT, write_agent_file
 
 from drol_jax.errors import UserError
 from drol_jax.sweep import cli, cost, gpus, spec
@@ -857,7 +858,7 @@ def test_sigint_to_the_launcher_stops_its_jobs_and_a_relaunch_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_during_start_up_stops_the_job_and_it_relaunches(tmp_path, capsys):
-    path = toy_sweep(tmp_path)
+    path = toy_sweep(tmp_path, agents=(write_agent_file(tmp_path, 'held_drol.py', HELD_AGENT),))
     sweep = spec.load_sweep(path)
     (job,) = spec.expand(sweep, str(tmp_path))
     sweep_dir = spec.sweep_dir(str(tmp_path), sweep)
@@ -865,13 +866,14 @@ def test_sigterm_during_start_up_stops_the_job_and_it_relaunches(tmp_path, capsy
     launcher = launch_in_background(path, tmp_path)
     try:
         wait_until(lambda: 'main_pid' in (read_json(state) or {}), 'main.py to start')
-        os.kill(read_json(state)['main_pid'], signal.SIGTERM)  # While it imports and compiles.
+        os.kill(read_json(state)['main_pid'], signal.SIGTERM)  # In its imports or held in create().
         out = launcher.communicate(timeout=600)[0]
     finally:
         out = end(launcher) if launcher.returncode is None else out
     assert launcher.returncode == 0 and 'finished: 1 stopped' in out, out
     (status,) = sweep_statuses(sweep_dir, [job])
     assert status.state == 'stopped' and 'SIGTERM' in status.detail, status
+    (tmp_path / 'RELEASE').touch()
     assert cli.main([path, '--save_dir', str(tmp_path)]) == 0
     assert 'finished: 1 done' in capsys.readouterr().out
 
