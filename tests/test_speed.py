@@ -212,9 +212,9 @@ SMOKE_AGENTS = ('drol', 'fql', 'drol_soft')
 @pytest.mark.slow
 def test_update_speed_quick_runs():
     # The session's fast-compiling XLA flags (conftest.py) carry over: the smoke run times nothing.
-    command = [sys.executable, os.path.join(REPO, 'bench', 'update_speed.py'), '--quick']
+    bench = os.path.join(REPO, 'bench', 'update_speed.py')
     result = subprocess.run(
-        [*command, '--agents', *SMOKE_AGENTS],
+        [sys.executable, bench, '--quick', '--agents', *SMOKE_AGENTS],
         cwd=REPO,
         capture_output=True,
         text=True,
