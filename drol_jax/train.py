@@ -50,6 +50,7 @@ from drol_jax.updates import (
     shard_over_seeds,
     stack_agents,
     unstack_agent,
+    validation_info,
 )
 
 
@@ -371,14 +372,13 @@ def _validation_row(ctx: RunContext, state: LoopState, index: int) -> dict[str, 
     val = ctx.bundle.val_dataset
     if val is None:
         return {}
-    agent = unstack_agent(state.agents, index)
     key = jax.random.fold_in(jax.random.PRNGKey(ctx.settings.seeds[index]), state.step)
     if ctx.is_image_data:
         batch = ctx.sampler()(val, key, ctx.batch_size)
     else:
         idx = np.asarray(sample_indices(key, len(val['observations']), ctx.batch_size))
         batch = gather(val, idx)
-    _, info = agent.total_loss(batch, grad_params=agent.network.params)
+    info = validation_info(state.agents, index, batch)
     return {f'validation/{k}': float(v) for k, v in info.items()}
 
 

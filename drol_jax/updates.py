@@ -70,6 +70,17 @@ def unstack_agent(agents, index: int):
     return jax.tree_util.tree_map(lambda x: x[index], agents)
 
 
+@jax.jit
+def validation_info(agents, index, batch) -> dict[str, jax.Array]:
+    """The metrics of seed ``index``'s ``total_loss`` on ``batch``: FQL's validation losses.
+
+    FQL evaluates this loss op by op; compiled (once per process for an agent's structure, the
+    seed index traced), it costs about what one update does.
+    """
+    agent = unstack_agent(agents, index)
+    return agent.total_loss(batch, grad_params=agent.network.params)[1]
+
+
 class BlockResult(NamedTuple):
     """What one compiled block of updates returns, per seed (leading axis)."""
 
