@@ -284,6 +284,35 @@ def read_csv_rows(path):
     return lines[0].split(','), lines[1:]
 
 
+def check_toy_run(run_dir, agent_name, stdout, steps, seed=0):
+    """What a finished toy-multimodal run of ``steps`` updates leaves, and what it printed.
+
+    Logged and evaluated after the first update (evaluation), at half the run and at its end;
+    one checkpoint at the end. ``stdout`` is main.py's (a sweep job's log).
+    """
+    half = steps // 2
+    header, rows = read_csv_rows(os.path.join(run_dir, 'eval.csv'))
+    assert header[0] == 'step' and 'evaluation/episode.return' in header
+    assert [r.split(',')[0] for r in rows] == ['1', str(half), str(steps)]
+    header, rows = read_csv_rows(os.path.join(run_dir, 'train.csv'))
+    assert [r.split(',')[0] for r in rows] == [str(half), str(steps)]
+    assert any(h.startswith('training/') for h in header)
+    assert os.path.exists(os.path.join(run_dir, f'checkpoint_{steps}.msgpack'))
+    with open(os.path.join(run_dir, 'summary.json')) as f:
+        summary = json.load(f)
+    assert summary['complete'] and summary['dataset']['source'] == 'toy'
+    with open(os.path.join(run_dir, 'flags.json')) as f:
+        flags = json.load(f)
+    assert flags['agent']['agent_name'] == agent_name and flags['env_name'] == 'toy-multimodal'
+    # One printed line per evaluation, and a closing line naming the run folder.
+    lines = stdout.splitlines()
+    evaluations = [line.split(':')[0] for line in lines if line.startswith('step ')]
+    expected = [f'step {s} seed {seed}' for s in (1, half, steps)]
+    assert [e for e in evaluations if e.endswith(f' seed {seed}')] == expected, stdout
+    done = [line for line in lines if line.startswith(f'Done: seed {seed},')]
+    assert len(done) == 1 and done[0].endswith(f'Run folder: {run_dir}'), stdout
+
+
 def one_line_error(result) -> str:
     """The single ``error:`` line of a failed main.py run (exit 2, no traceback)."""
     assert result.returncode == 2, (result.returncode, result.stderr[-2000:])

@@ -29,7 +29,7 @@ NODE_CPUS = 2
 # starts again (slurm.conf's AuthInfo cred_expire; SLURM's default is 120 s). The hold lets
 # slurmd finish with the previous run: starting the job sooner (scontrol StartTime=now) can
 # meet "Job credential revoked". Short here, so requeue tests wait seconds, not minutes.
-CRED_EXPIRE_S = 10
+CRED_EXPIRE_S = 5
 
 
 def missing_requirement() -> str | None:

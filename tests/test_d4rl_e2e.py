@@ -4,8 +4,8 @@ import json
 import os
 
 import pytest
+from helpers import TINY, read_csv_rows, run_main
 from minari_fixtures import make_tiny_minari_dataset
-from test_main import TINY, read_csv_rows, run_main
 
 pytestmark = pytest.mark.slow
 

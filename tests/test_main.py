@@ -1,11 +1,10 @@
-"""main.py end to end on the toy task: every agent file and a third party's; one-line errors.
+"""main.py end to end on the toy task: an agent file and a third party's; one-line errors.
 
 Each ``python main.py`` costs 1-2 s of imports, so the fast tier keeps only the errors that
 only main.py's flag parsing can produce (the others are checked in-process in test_run.py).
 """
 
 import functools
-import json
 import os
 import signal
 import subprocess
@@ -14,21 +13,21 @@ import time
 
 import pytest
 from helpers import (
-    AGENT_IDS,
-    AGENT_PATHS,
     REPO,
     THIRD_PARTY_AGENT,
     TINY,
     agent_file,
+    check_toy_run,
     one_line_error,
-    read_csv_rows,
     run_main,
     write_agent_file,
 )
 
 
+# The panel's agent files (DROL, FQL, IQL, ReBRAC, IFQL offline; SAC online as RLPD) also run
+# through main.py, with these checks, in test_sweep's toy-panel test.
 @pytest.mark.slow
-@pytest.mark.parametrize('path', [*AGENT_PATHS, 'third-party'], ids=[*AGENT_IDS, 'third-party'])
+@pytest.mark.parametrize('path', ['agents/sac.py', 'third-party'], ids=['sac', 'third-party'])
 def test_main_trains_and_evaluates_end_to_end(path, tmp_path):
     if path == 'third-party':
         path = write_agent_file(tmp_path, 'plain_bc.py', THIRD_PARTY_AGENT)
@@ -50,23 +49,7 @@ def test_main_trains_and_evaluates_end_to_end(path, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / 'e2e' / 'toy-multimodal' / agent_name / 'seed0'
-    header, rows = read_csv_rows(run_dir / 'eval.csv')
-    assert header[0] == 'step' and 'evaluation/episode.return' in header
-    assert [r.split(',')[0] for r in rows] == ['1', '20', '40']
-    header, rows = read_csv_rows(run_dir / 'train.csv')
-    assert [r.split(',')[0] for r in rows] == ['20', '40']
-    assert any(h.startswith('training/') for h in header)
-    assert (run_dir / 'checkpoint_40.msgpack').exists()
-    summary = json.loads((run_dir / 'summary.json').read_text())
-    assert summary['complete'] and summary['dataset']['source'] == 'toy'
-    flags = json.loads((run_dir / 'flags.json').read_text())
-    assert flags['agent']['agent_name'] == agent_name and flags['env_name'] == 'toy-multimodal'
-    # One printed line per evaluation, and a closing line naming the run folder.
-    lines = result.stdout.splitlines()
-    evaluations = [line.split(':')[0] for line in lines if line.startswith('step ')]
-    assert evaluations == ['step 1 seed 0', 'step 20 seed 0', 'step 40 seed 0'], result.stdout
-    done = [line for line in lines if line.startswith('Done: ')]
-    assert len(done) == 1 and done[0].endswith(f'Run folder: {run_dir}'), result.stdout
+    check_toy_run(str(run_dir), agent_name, result.stdout, steps=40)
     assert 'Traceback' not in result.stderr
 
 

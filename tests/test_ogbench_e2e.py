@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from test_main import TINY, read_csv_rows, run_main
+from helpers import TINY, read_csv_rows, run_main
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +34,6 @@ def test_cube_single_offline_end_to_end(agent, seed, offline_dirs):
         '--eval_interval=30',
         '--save_interval=30',
         '--eval_episodes=1',
-        '--video_episodes=1',
         f'--save_dir={offline_dirs["runs"]}',
         '--run_group=e2e',
         *TINY,

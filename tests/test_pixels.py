@@ -211,17 +211,18 @@ def success_of(line):
     return float(re.search(r'success ([0-9.]+)', line).group(1))
 
 
-# Trained with impala_debug encoders (small convolutions), frame stack 2 and augmentation.
+# Trained with impala_debug encoders (small convolutions), frame stack 2 and augmentation; small
+# heads and batches, since these runs check the pixel path, not learning.
 VISUAL_TOY_ARGS = (
     '--env_name=visual-toy-multimodal',
     '--frame_stack=2',
     '--p_aug=0.5',
     '--agent.encoder=impala_debug',
-    '--agent.actor_hidden_dims=(128,128)',
-    '--agent.value_hidden_dims=(128,128)',
-    '--agent.batch_size=64',
+    '--agent.actor_hidden_dims=(32,32)',
+    '--agent.value_hidden_dims=(32,32)',
+    '--agent.batch_size=16',
     '--log_interval=25',
-    '--eval_episodes=20',
+    '--eval_episodes=5',
     '--progress=false',
 )
 # A short run of each agent checks the pixel path end to end (updates on device-built stacks and
@@ -284,6 +285,8 @@ def test_a_regenerated_visual_dataset_trains_through_main(tmp_path):
         '--log_interval=1',
         '--eval_episodes=0',
         '--agent.batch_size=8',
+        '--agent.actor_hidden_dims=(32,32)',
+        '--agent.value_hidden_dims=(32,32)',
         f'--save_dir={tmp_path}',
         '--progress=false',
         timeout=900,

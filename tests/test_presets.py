@@ -61,6 +61,9 @@ def test_explicit_flags_beat_the_preset_and_none_keeps_the_defaults():
     assert default == 1.0
     none = applied(DROL, 'cube-single', 'none')
     assert none.values == {} and resolved_config(DROL, 'cube-single', 'none').bc_coef == default
+    settings = resolve(RunConfig(env_name='cube-single', preset='none'), agent_file(DROL), {})
+    assert settings.settings_line() == 'preset none: agent defaults.'
+    assert settings.record()['preset'] == 'none' and settings.record()['preset_values'] == {}
     # The label names what differs from the published setting, so tables never pool them.
     paper = applied(DROL, 'cube-single')
     assert presets.run_label(paper, {'bc_coef': 3.0}) == 'DROL(16) bc_coef=3.0'
@@ -180,6 +183,7 @@ def cube_single(tmp_path_factory):
 
 @pytest.mark.slow
 def test_cube_single_runs_record_their_preset_in_flags(cube_single):
+    """main.py to flags.json; --preset=none and FQL's alpha resolve in-process (tests above)."""
     flags, out = cube_single('drol')
     assert flags['preset'] == 'paper' and flags['agent']['bc_coef'] == 10.0
     assert flags['preset_values'] == {'bc_coef': 10.0, 'num_candidates': 16}
@@ -191,11 +195,3 @@ def test_cube_single_runs_record_their_preset_in_flags(cube_single):
     assert flags['run_label'] == 'DROL(16) bc_coef=3.0'
     # The line shows what the run uses, and where each value came from (issue 14.4).
     assert 'bc_coef=3.0 (explicit; preset 10.0), num_candidates=16 (preset).' in out
-
-    flags, out = cube_single('drol', '--preset=none')
-    assert flags['preset'] == 'none' and flags['preset_values'] == {}
-    assert flags['agent']['bc_coef'] == agent_file(DROL).default_config().bc_coef == 1.0
-    assert 'Settings: preset none' in out
-
-    flags, _ = cube_single('fql')
-    assert flags['agent']['alpha'] == 300.0 and flags['run_label'] == 'FQL'

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import HELD_AGENT, write_agent_file
+from helpers import AGENT_PATHS, HELD_AGENT, agent_file, check_toy_run, write_agent_file
 
 from drol_jax.errors import UserError
 from drol_jax.sweep import cli, cost, gpus, spec
 from drol_jax.sweep.jobs import (
+    LOG_FILE,
     STATE_FILE,
     SUBMITTED_FILE,
     JobRunner,
@@ -201,21 +202,27 @@ def test_seeds_per_job_splits_the_seeds_into_jobs(tmp_path):
     assert '--seed=7' in jobs[2].args and '--num_seeds=1' in jobs[2].args
 
 
-@pytest.mark.slow
-def test_toy_panel_runs_and_the_table_shows_every_agent_side_by_side(tmp_path, capsys):
-    """Every agent of the panel through the sweep launcher and main.py, then one table."""
+def toy_sweeps():
+    """The shipped sweeps/toy.py as a module."""
     import importlib.util
-
-    from drol_jax.plot import cli as plot_cli
 
     module_spec = importlib.util.spec_from_file_location('toy_sweeps', SWEEPS / 'toy.py')
     toy = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(toy)
+    return toy
+
+
+@pytest.mark.slow
+def test_toy_panel_runs_and_the_table_shows_every_agent_side_by_side(tmp_path, capsys):
+    """Every agent of the panel through the sweep launcher and main.py, then one table."""
+    from drol_jax.plot import cli as plot_cli
+
+    toy = toy_sweeps()
     short = {
         **TINY,
         'offline_steps': 100,
         'log_interval': 50,
-        'eval_interval': 100,
+        'eval_interval': 50,
         'eval_episodes': 3,
         'save_interval': 100,
     }
@@ -229,6 +236,16 @@ def test_toy_panel_runs_and_the_table_shows_every_agent_side_by_side(tmp_path, c
         path = write_sweep(tmp_path, repr({**sweep, 'flags': flags}), name=f'toy_{variant}')
         assert cli.main([path, '--save_dir', str(tmp_path), '--parallel', '2']) == 0
         folders.append(str(tmp_path / sweep['name']))
+        if online:
+            continue
+        # Each offline agent file end to end: its logs, checkpoint, summary and printed lines.
+        loaded = spec.load_sweep(path)
+        sweep_folder = spec.sweep_dir(str(tmp_path), loaded)
+        for job in spec.expand(loaded, str(tmp_path)):
+            log = Path(job_dir(sweep_folder, job), LOG_FILE).read_text()
+            name = agent_file(job.agent_file).default_config()['agent_name']
+            for seed, run_dir in zip(job.seeds, job.run_dirs, strict=True):
+                check_toy_run(run_dir, name, log, steps=100, seed=seed)
     capsys.readouterr()
     out = tmp_path / 'panel.png'
     assert plot_cli.main(['--runs', *folders, '--out', str(out), '--table', '--reps', '50']) == 0
@@ -236,6 +253,17 @@ def test_toy_panel_runs_and_the_table_shows_every_agent_side_by_side(tmp_path, c
     assert '| task family | DROL(16) | FQL | IFQL | IQL | RLPD | ReBRAC |' in table
     assert 'Every column ran with actor_hidden_dims=(32, 32), batch_size=32' in table
     assert table.count('| toy-multimodal |') == 1
+
+
+def test_every_agent_file_runs_end_to_end_in_the_panel_or_through_main():
+    """The toy panel (above) and test_main's end-to-end runs between them cover agents/."""
+    import test_main
+
+    panel = {a for v in ('panel', 'rlpd') for a in toy_sweeps().get_sweep(v)['agents']}
+    marker = test_main.test_main_trains_and_evaluates_end_to_end.pytestmark
+    (through_main,) = [m.args[1] for m in marker if m.name == 'parametrize']
+    covered = {str(ROOT / a) for a in panel | set(through_main) if a.startswith('agents/')}
+    assert covered == set(AGENT_PATHS)
 
 
 @pytest.mark.parametrize('variant', ['drol', 'drol_star', 'fql'])
